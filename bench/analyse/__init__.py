@@ -1,0 +1,1 @@
+"""analyse: aggregation of every run into tidy tables and DVC metrics."""

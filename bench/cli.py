@@ -1,0 +1,137 @@
+"""`eebench`: the command line behind every pipeline stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError
+
+
+def cmd_list(args, params) -> None:
+    from bench.data import DATASETS
+    from bench.evaluate.policies import POLICIES
+    from bench.models import MODELS
+    from bench.train.method import METHODS, get_method
+
+    print("methods:  " + ", ".join(METHODS.names()))
+    for name in METHODS.names():
+        cls = get_method(name)
+        print(f"  {name:14s} policy={cls.exit_policy:12s} defaults={json.dumps(cls.defaults)}")
+    print("datasets: " + ", ".join(DATASETS.names()))
+    print("models:   " + ", ".join(MODELS.names()))
+    print("policies: " + ", ".join(POLICIES.names()))
+
+
+def cmd_prepare(args, params) -> None:
+    from bench.data import prepare_dataset
+    from bench.paths import DATASETS
+
+    section = section_for(params, "prepare", args.dataset)
+    manifest = prepare_dataset(args.dataset, section, DATASETS)
+    print(f"prepared {args.dataset}: {manifest['sizes']} -> {DATASETS / args.dataset}")
+
+
+def cmd_train(args, params) -> None:
+    from bench.data import load_prepared
+    from bench.paths import DATASETS, run_dir
+    from bench.train.engine import RunSpec, train_run
+
+    spec = RunSpec(dataset=args.dataset, method=args.method, seed=args.seed,
+                   method_params=section_for(params, "methods", args.method),
+                   common=params["train"]["common"], settings=section_for(params, "train", args.dataset))
+    data = load_prepared(args.dataset, DATASETS)
+    metrics = train_run(spec, data, run_dir(args.dataset, args.method, args.seed), progress=not args.quiet)
+    accs = " ".join(f"{a:.4f}" for a in metrics["per_exit"]["test"]["accuracy"])
+    print(f"trained {args.method} on {args.dataset} seed {args.seed}: test acc per exit {accs}; "
+          f"{metrics['time']['seconds_per_epoch']:.1f} s/epoch")
+
+
+def cmd_evaluate(args, params) -> None:
+    from bench.evaluate.thresholds import evaluate_run
+    from bench.io import write_json
+    from bench.paths import eval_path, run_dir
+
+    evaluate = params["evaluate"]
+    result = evaluate_run(run_dir(args.dataset, args.method, args.seed), evaluate["policies"], evaluate["thresholds"])
+    write_json(eval_path(args.dataset, args.method, args.seed), result)
+    print(f"evaluated {args.method} on {args.dataset} seed {args.seed}: {len(result['rows'])} threshold rows")
+
+
+def cmd_aggregate(args, params) -> None:
+    from bench.analyse.aggregate import aggregate
+
+    metrics = aggregate(params["grid"])
+    for dataset, methods in metrics.items():
+        if isinstance(methods, dict):
+            for method, m in methods.items():
+                print(f"{dataset:14s} {method:12s} deepest-exit test acc {m['deepest_exit_test_accuracy']:.4f} "
+                      f"({m['seeds']} seeds)")
+
+
+def cmd_study(args, params) -> None:
+    import time
+
+    from bench.study import run_study
+
+    folder = Path(args.dir or f".{args.profile}")
+    started = time.perf_counter()
+    print(run_study(Path.cwd(), folder, args.profile), end="")
+    print(f"study '{args.profile}' in {folder}: dvc repro took {time.perf_counter() - started:.0f} s")
+
+
+def section_for(params: dict, section: str, name: str) -> dict:
+    """The params section of one dataset or method; unknown names list the valid choices."""
+    from bench.data import DATASETS
+    from bench.train.method import METHODS
+
+    (METHODS if section == "methods" else DATASETS).get(name, where=f"--{'method' if section == 'methods' else 'dataset'}")
+    if name not in params[section]:
+        raise BenchError(f"{section}.{name} is missing from params.yaml; add a `{name}:` section under `{section}`")
+    return params[section][name]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eebench", description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="study parameters (default: params.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="registered methods, datasets, models and exit policies")
+    p = sub.add_parser("prepare", help="verify sources and write datasets/<dataset>")
+    p.add_argument("--dataset", required=True)
+    for name, help_ in (("train", "train one run"), ("evaluate", "threshold-grid evaluation of one run")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--dataset", required=True)
+        p.add_argument("--method", required=True)
+        p.add_argument("--seed", type=int, required=True)
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub.add_parser("aggregate", help="tables and metrics of the whole grid into results/")
+    p = sub.add_parser("study", help="run the pipeline with params.yaml + profiles/<profile>.yaml in its own folder")
+    p.add_argument("--profile", required=True, help="e.g. smoke")
+    p.add_argument("--dir", default=None, help="study folder (default: .<profile>)")
+    return parser
+
+
+COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
+            "aggregate": cmd_aggregate, "study": cmd_study}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from bench.config import load_params
+
+        params = None if args.command in ("list", "study") else load_params(args.params)
+        COMMANDS[args.command](args, params)
+    except BenchError as exc:
+        print(f"eebench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("eebench: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Loading and validating params.yaml before anything runs. Every problem is a one-line BenchError that
+names the key path and the allowed values."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import yaml
+
+from bench.config_check import check_section, check_value
+from bench.data import DATASETS
+from bench.errors import BenchError, choices_error
+from bench.evaluate.policies import POLICIES
+from bench.models import MODELS
+from bench.train.method import METHODS
+
+SECTIONS = ("grid", "prepare", "train", "methods", "evaluate")
+GRID_DEFAULTS = {"methods": ["joint"], "datasets": ["tiny"], "seeds": [0]}
+COMMON_DEFAULTS = {"threads": 2, "device": "cpu", "channels_last": True, "grad_stats_every": 50,
+                   "eval_batch_size": 1024}
+DATASET_TRAIN_DEFAULTS = {"model": {}, "epochs": 1, "batch_size": 128, "lr": 0.002, "weight_decay": 0.0005,
+                          "augment": True}
+EVALUATE_DEFAULTS = {"policies": ["max_softmax"], "thresholds": [0.5]}
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def require(ok: bool, where: str, allowed: str, value: object) -> None:
+    if not ok:
+        raise BenchError(f"{where} = {value!r} is out of range; allowed: {allowed}")
+
+
+def model_defaults(name: str) -> dict:
+    builder = MODELS.get(name, where="train.<dataset>.model.name")
+    params = list(inspect.signature(builder).parameters.values())[2:]  # after in_channels, num_classes
+    return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default for p in params}
+
+
+def validate(params: object) -> dict:
+    """Check a parsed params.yaml; return it with every section completed by its defaults."""
+    if not isinstance(params, dict):
+        raise BenchError("params.yaml must be a mapping with sections: " + ", ".join(SECTIONS))
+    for key in params:
+        if key not in SECTIONS:
+            raise choices_error("params.yaml section", key, list(SECTIONS))
+    for key in SECTIONS:
+        if key not in params:
+            raise BenchError(f"params.yaml has no `{key}` section; required sections: {', '.join(SECTIONS)}")
+
+    grid = check_section(GRID_DEFAULTS, params["grid"], "grid")
+    for key, registry in (("methods", METHODS), ("datasets", DATASETS)):
+        require(len(grid[key]) > 0, f"grid.{key}", "a non-empty list", grid[key])
+        require(len(set(grid[key])) == len(grid[key]), f"grid.{key}", "no duplicates", grid[key])
+        for name in grid[key]:
+            registry.get(name, where=f"grid.{key}")
+    require(len(grid["seeds"]) > 0 and len(set(grid["seeds"])) == len(grid["seeds"]), "grid.seeds",
+            "a non-empty list of distinct integers", grid["seeds"])
+
+    resolved = {"grid": grid, "prepare": {}, "train": {}, "methods": {}}
+    for section in ("prepare", "train", "methods"):
+        if not isinstance(params[section], dict):
+            raise BenchError(f"{section} must be a mapping, got {params[section]!r}")
+
+    for name, given in params["prepare"].items():
+        spec = DATASETS.get(name, where="prepare")
+        resolved["prepare"][name] = section = check_section(spec.prepare_defaults, given, f"prepare.{name}")
+        for key in ("val_fraction", "train_fraction"):
+            if key in section:
+                require(0 < section[key] < 1, f"prepare.{name}.{key}", "0 < value < 1", section[key])
+
+    train = params["train"]
+    resolved["train"]["common"] = common = check_section(COMMON_DEFAULTS, train.get("common"), "train.common")
+    require(common["device"] in DEVICES, "train.common.device", " | ".join(DEVICES), common["device"])
+    require(common["threads"] >= 1, "train.common.threads", "an integer >= 1", common["threads"])
+    require(common["grad_stats_every"] >= 1, "train.common.grad_stats_every", "an integer >= 1", common["grad_stats_every"])
+    for name, given in train.items():
+        if name == "common":
+            continue
+        DATASETS.get(name, where="train")
+        section = check_section(DATASET_TRAIN_DEFAULTS, given, f"train.{name}")
+        model = section["model"]
+        if "name" not in model:
+            raise BenchError(f"train.{name}.model.name is missing; valid choices: {', '.join(MODELS.names())}")
+        model_params = check_section(model_defaults(model["name"]), {k: v for k, v in model.items() if k != "name"},
+                                     f"train.{name}.model")
+        section["model"] = {"name": model["name"], **model_params}
+        for key in ("epochs", "batch_size"):
+            require(section[key] >= 1, f"train.{name}.{key}", "an integer >= 1", section[key])
+        require(section["lr"] > 0, f"train.{name}.lr", "a number > 0", section["lr"])
+        require(section["weight_decay"] >= 0, f"train.{name}.weight_decay", "a number >= 0", section["weight_decay"])
+        resolved["train"][name] = section
+
+    for name, given in params["methods"].items():
+        cls = METHODS.get(name, where="methods")
+        resolved["methods"][name] = check_section(cls.defaults, given, f"methods.{name}")
+
+    evaluate = check_section(EVALUATE_DEFAULTS, params["evaluate"], "evaluate")
+    for policy in evaluate["policies"]:
+        POLICIES.get(policy, where="evaluate.policies")
+    require(len(evaluate["thresholds"]) > 0 and all(0 <= t <= 1 for t in evaluate["thresholds"]),
+            "evaluate.thresholds", "a non-empty list of numbers in [0, 1]", evaluate["thresholds"])
+    resolved["evaluate"] = evaluate
+
+    # every grid entry needs its own section: DVC tracks them per stage (prepare.<d>, train.<d>, methods.<m>)
+    for name in grid["datasets"]:
+        for section in ("prepare", "train"):
+            if name not in resolved[section]:
+                raise BenchError(f"{section}.{name} is missing from params.yaml; add a `{name}:` section under `{section}`")
+    for name in grid["methods"]:
+        if name not in resolved["methods"]:
+            raise BenchError(f"methods.{name} is missing from params.yaml; add `{name}: {{}}` (defaults: "
+                             f"{METHODS.get(name).defaults})")
+    return resolved
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"{path} not found; run from the project root (or a study folder) that holds params.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise BenchError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return validate(raw)
+
+
+__all__ = ["load_params", "validate", "check_value"]

@@ -1,0 +1,29 @@
+"""Evaluate a trained run over a fixed grid of global thresholds (validation and test, reported apart)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bench.evaluate.policies import POLICIES, evaluate_policy, exit_indices
+from bench.io import read_json
+
+
+def evaluate_run(run_dir: Path, policies: list[str], thresholds: list[float]) -> dict:
+    """The run's own summary (per-exit accuracy, exit costs, timing) plus one row per policy, split and
+    threshold; the aggregate stage reads only these files."""
+    metrics = read_json(run_dir / "metrics.json")
+    flops = metrics["exit_costs"]["flops"]
+    logits = torch.load(run_dir / "logits.pt", weights_only=True)
+    rows = []
+    for policy in policies:
+        score = POLICIES.get(policy, where="evaluate.policies")
+        for split in ("val", "test"):
+            scores = score(logits[split]["logits"])
+            for t in thresholds:
+                result = evaluate_policy(logits[split]["logits"], logits[split]["labels"],
+                                         exit_indices(scores, t), flops)
+                rows.append({**metrics["run"], "policy": policy, "threshold": t, "split": split, **result})
+    run = {key: metrics[key] for key in ("run", "num_exits", "exit_costs", "per_exit", "time", "method")}
+    return {"run": run, "rows": rows}

@@ -1,0 +1,14 @@
+"""Where each stage reads and writes (relative to the study folder; dvc.yaml uses the same layout)."""
+
+from pathlib import Path
+
+DATASETS = Path("datasets")
+RESULTS = Path("results")
+
+
+def run_dir(dataset: str, method: str, seed: int) -> Path:
+    return RESULTS / "runs" / dataset / method / f"seed{seed}"
+
+
+def eval_path(dataset: str, method: str, seed: int) -> Path:
+    return RESULTS / "eval" / dataset / method / f"seed{seed}.json"

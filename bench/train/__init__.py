@@ -1,0 +1,1 @@
+"""train: the engine, the method plugin API, augmentation and per-exit gradient statistics."""

@@ -1,0 +1,165 @@
+"""The training engine: whole dataset in memory, batched augmentation, seeded and deterministic on CPU,
+per-epoch validation of every exit, a checkpoint per epoch, per-exit gradient statistics."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from bench.data import PreparedDataset, get_dataset
+from bench.env import environment
+from bench.errors import BenchError
+from bench.io import save_torch, write_csv, write_json
+from bench.models import MultiExitNet, build_model, exit_costs
+from bench.train.augment import AUGMENTATIONS
+from bench.train.gradstats import per_exit_gradient_stats
+from bench.train.method import Method, StepContext, all_parameters, get_method
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    dataset: str
+    method: str
+    seed: int
+    method_params: dict
+    common: dict  # train.common
+    settings: dict  # train.<dataset>
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BenchError("train.common.device is 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, threads: int) -> torch.Generator:
+    """Seed torch's global RNG (weights init) and return the generator that drives data order and
+    augmentation; pin threads and make every kernel deterministic."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    gen = torch.Generator()
+    gen.manual_seed(seed + 1)
+    return gen
+
+
+@torch.no_grad()
+def predict(model: MultiExitNet, split, device, memory_format, batch_size: int) -> torch.Tensor:
+    """Logits of every exit on a whole split: [num_exits, N, num_classes] (float32, CPU)."""
+    model.eval()
+    chunks = []
+    for start in range(0, len(split), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(split)))
+        x = split.batch(idx).to(device, memory_format=memory_format)
+        chunks.append(torch.stack(model(x)).float().cpu())
+    return torch.cat(chunks, dim=1)
+
+
+def exit_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    return (logits.argmax(-1) == labels).float().mean(1).tolist()
+
+
+def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: bool = True) -> dict:
+    common, settings = spec.common, spec.settings
+    gen = seed_everything(spec.seed, common["threads"])
+    device = resolve_device(common["device"])
+    memory_format = torch.channels_last if common["channels_last"] else torch.contiguous_format
+    train, val = data.splits["train"], data.splits["val"]
+    sample = train.batch(torch.arange(1))
+    model_params = {k: v for k, v in settings["model"].items() if k != "name"}
+    model = build_model(settings["model"]["name"], sample.shape[1], data.num_classes, model_params)
+    costs = exit_costs(model, tuple(sample.shape[1:]))
+    method: Method = get_method(spec.method)(spec.method_params, model.num_exits, data.num_classes)
+    extra = method.extra_modules()
+    model.to(device, memory_format=memory_format)
+    if extra is not None:
+        extra.to(device)
+    augment = AUGMENTATIONS.get(get_dataset(spec.dataset).augment if settings["augment"] else "none")
+    labels = train.labels
+    batch_size, epochs = settings["batch_size"], settings["epochs"]
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+
+    step_log, grad_log, epoch_log = [], [], []
+    step, epoch = 0, 0
+    started = time.perf_counter()
+    for phase in method.phases(epochs):
+        params = phase.trainable(model, extra)
+        trainable = {id(p) for p in params}
+        for p in all_parameters(model, extra):
+            p.requires_grad_(id(p) in trainable)
+        optimizer = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=phase.epochs * steps_per_epoch)
+        for _ in range(phase.epochs):
+            model.train()
+            epoch_start = time.perf_counter()
+            order = torch.randperm(len(train), generator=gen)
+            bar = tqdm(range(steps_per_epoch), desc=f"{spec.method}/{spec.dataset}/s{spec.seed} {phase.name} "
+                       f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False, unit="step")
+            for b in bar:
+                idx = order[b * batch_size:(b + 1) * batch_size]
+                x = augment(train.batch(idx), gen).to(device, memory_format=memory_format)
+                y = labels[idx].to(device)
+                logits = model(x)
+                ctx = StepContext(epoch=epoch, num_epochs=epochs, step=step, phase=phase.name)
+                losses = method.exit_losses(logits, y, ctx)
+                loss = losses.sum()
+                if not torch.isfinite(loss):
+                    raise BenchError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1} step {step} "
+                                     f"({spec.method} on {spec.dataset}, seed {spec.seed}); lower train.{spec.dataset}.lr")
+                if step % common["grad_stats_every"] == 0:
+                    for row in per_exit_gradient_stats(model, logits, losses):
+                        grad_log.append({"step": step, "epoch": epoch + 1, "phase": phase.name, **row})
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                step_log.append({"step": step, "epoch": epoch + 1, "phase": phase.name,
+                                 "lr": scheduler.get_last_lr()[0], "loss": loss.item(),
+                                 **{f"loss_exit{k}": v for k, v in enumerate(losses.tolist())}})
+                step += 1
+                if b % 20 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+            val_acc = exit_accuracy(predict(model, val, device, memory_format, common["eval_batch_size"]), val.labels)
+            epoch_log.append({"epoch": epoch + 1, "phase": phase.name, "seconds": time.perf_counter() - epoch_start,
+                              **{f"val_acc_exit{k}": a for k, a in enumerate(val_acc)}})
+            if progress:
+                tqdm.write(f"{spec.method}/{spec.dataset}/s{spec.seed} epoch {epoch + 1}: val acc per exit "
+                           + " ".join(f"{a:.4f}" for a in val_acc) + f" ({epoch_log[-1]['seconds']:.1f}s)")
+            save_torch(out_dir / "checkpoint.pt", {
+                "epoch": epoch + 1, "phase": phase.name, "model": model.state_dict(),
+                "extra": extra.state_dict() if extra is not None else None,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "generator": gen.get_state(), "torch_rng": torch.get_rng_state()})
+            epoch += 1
+    train_seconds = time.perf_counter() - started
+
+    logits = {s: predict(model, data.splits[s], device, memory_format, common["eval_batch_size"]) for s in ("val", "test")}
+    save_torch(out_dir / "logits.pt", {s: {"logits": logits[s], "labels": data.splits[s].labels} for s in logits})
+    save_torch(out_dir / "model.pt", {"model": model.state_dict(),
+                                      "extra": extra.state_dict() if extra is not None else None})
+    import pandas as pd
+
+    write_csv(out_dir / "steps.csv", pd.DataFrame(step_log))
+    write_csv(out_dir / "grad_stats.csv", pd.DataFrame(grad_log))
+    write_csv(out_dir / "epochs.csv", pd.DataFrame(epoch_log))
+    metrics = {
+        "run": {"dataset": spec.dataset, "method": spec.method, "seed": spec.seed},
+        "method": {**method.describe(), "params": method.params},
+        "settings": {"common": common, "dataset": settings},
+        "num_exits": model.num_exits,
+        "exit_costs": costs,
+        "per_exit": {s: {"accuracy": exit_accuracy(logits[s], data.splits[s].labels)} for s in logits},
+        "time": {"train_seconds": train_seconds, "seconds_per_epoch": train_seconds / max(epochs, 1),
+                 "epochs": epochs, "steps": step},
+        "data": {"manifest_sha256": data.manifest["data_sha256"], "sizes": data.manifest["sizes"]},
+        "environment": environment(device, "channels_last" if common["channels_last"] else "contiguous"),
+    }
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,95 @@
+"""The method plugin API. A training method is a `Method` subclass in its own file under `methods/`,
+registered with `@register_method("name")`. Third-party packages add methods through the entry-point
+group `eebench.methods` (the entry point names a module that registers its classes on import)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from bench.config_check import check_section
+from bench.registry import Registry
+
+
+@dataclass(frozen=True)
+class StepContext:
+    epoch: int  # 0-based, within the whole run
+    num_epochs: int
+    step: int  # optimiser steps so far
+    phase: str
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training with its own optimiser: `trainable(model, extra)` picks the parameters."""
+
+    name: str
+    epochs: int
+    trainable: Callable[[nn.Module, nn.Module | None], list[nn.Parameter]]
+
+
+def all_parameters(model: nn.Module, extra: nn.Module | None) -> list[nn.Parameter]:
+    return list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
+
+
+class Method:
+    """Base class. Subclasses set `defaults` (every parameter with its default; types are checked
+    against them), `source` (paper + authors' code), `choices` (every decision that is ours rather
+    than the source's; recorded in each run's metadata), and implement `exit_losses`."""
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict] = {}
+    source: ClassVar[str] = ""
+    choices: ClassVar[dict] = {}
+    exit_policy: ClassVar[str] = "max_softmax"
+
+    def __init__(self, params: dict | None, num_exits: int, num_classes: int):
+        self.params = check_section(self.defaults, params, f"methods.{self.name}")
+        self.num_exits, self.num_classes = num_exits, num_classes
+
+    def extra_modules(self) -> nn.Module | None:
+        """Modules the method trains besides the network (e.g. learned gates)."""
+        return None
+
+    def phases(self, epochs: int) -> list[Phase]:
+        return [Phase("joint", epochs, all_parameters)]
+
+    def exit_losses(self, logits: list[torch.Tensor], targets: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """Per-exit loss terms (shape [num_exits]) whose sum is the loss that is minimised. Term k is
+        what exit k's classifier contributes; the gradient statistics are measured per term."""
+        raise NotImplementedError
+
+    @classmethod
+    def describe(cls) -> dict:
+        return {"name": cls.name, "source": cls.source, "choices": cls.choices, "defaults": cls.defaults,
+                "exit_policy": cls.exit_policy}
+
+
+def discover() -> None:
+    import methods
+
+    for module in pkgutil.iter_modules(methods.__path__):
+        importlib.import_module(f"methods.{module.name}")
+    for entry_point in entry_points(group="eebench.methods"):
+        entry_point.load()
+
+
+METHODS: Registry[type[Method]] = Registry("method", discover=discover)
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    def add(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return add
+
+
+def get_method(name: str) -> type[Method]:
+    return METHODS.get(name)
