@@ -1,0 +1,48 @@
+"""Shared fixtures: the real params.yaml, composed and shrunk (lightning-hydra-template style)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.study import merge
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_INDIAN_PINES = ROOT.parent / "shared" / "datasets" / "indian-pines"
+
+TINY = {  # shrinks the real params to the tiny dataset: seconds per run
+    "grid": {"methods": ["joint", "branchynet"], "datasets": ["tiny"], "seeds": [0]},
+    "train": {"tiny": {"epochs": 2}, "common": {"grad_stats_every": 4}},
+}
+
+
+@pytest.fixture(scope="session")
+def real_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.fixture
+def tiny_params(real_params) -> dict:
+    return merge(copy.deepcopy(real_params), TINY)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Run in an empty study folder (stages read and write relative to the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_params(folder: Path, params: dict) -> Path:
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def cli_env() -> dict:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", DVC_DAEMON="0")
+    return env

@@ -1,0 +1,125 @@
+"""Every registered method gets these tests for free (timm style: parametrised over the registry)."""
+
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from bench.config import validate
+from bench.errors import BenchError
+from bench.models import build_model
+from bench.train.method import METHODS, Method, StepContext, all_parameters, get_method, register_method
+
+
+def tiny_batch(n=16, classes=4):
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(n, 1, 8, 8, generator=gen), torch.arange(n) % classes
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_trains_and_every_exit_gets_gradient(name):
+    torch.manual_seed(0)
+    model = build_model("tiny_cnn", 1, 4, {})
+    method = get_method(name)(None, model.num_exits, 4)
+    extra = method.extra_modules()
+    x, y = tiny_batch()
+    epochs = 2
+    for phase in method.phases(epochs):
+        params = phase.trainable(model, extra)
+        optimizer = torch.optim.SGD(params, lr=0.01)
+        for step in range(2):
+            losses = method.exit_losses(model(x), y, StepContext(epoch=0, num_epochs=epochs, step=step, phase=phase.name))
+            assert losses.shape == (model.num_exits,) and torch.isfinite(losses).all()
+            optimizer.zero_grad()
+            losses.sum().backward()
+            optimizer.step()
+    assert sum(p.epochs for p in method.phases(epochs)) == epochs
+    for k, head in enumerate(model.heads):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters()), f"exit {k} got no gradient"
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_documents_source_choices_and_policy(name):
+    cls = get_method(name)
+    from bench.evaluate.policies import POLICIES
+
+    assert cls.__doc__ and cls.source and cls.choices
+    assert set(cls.choices) <= set(cls.defaults) | {"training", "architecture", "loss", "policy"} or cls.choices
+    assert cls.exit_policy in POLICIES
+    assert set(cls.describe()) >= {"name", "source", "choices", "defaults", "exit_policy"}
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_params_are_type_checked(name):
+    cls = get_method(name)
+    with pytest.raises(BenchError, match=f"unknown parameter methods.{name}.no_such_param"):
+        cls({"no_such_param": 1}, 3, 4)
+
+
+def test_a_new_method_file_registers_and_enters_the_grid(tmp_path, monkeypatch, real_params):
+    (tmp_path / "my_plugin.py").write_text(textwrap.dedent('''
+        import torch, torch.nn.functional as F
+        from bench.train.method import Method, register_method
+
+        @register_method("last_only_test")
+        class LastOnly(Method):
+            """Only the deepest exit is trained."""
+            defaults = {"scale": 1.0}
+            source = "test"
+            choices = {"scale": "test"}
+            def exit_losses(self, logits, targets, ctx):
+                zero = [0.0 * z.sum() for z in logits[:-1]]
+                return torch.stack(zero + [self.params["scale"] * F.cross_entropy(logits[-1], targets)])
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_plugin  # noqa: F401
+
+    try:
+        assert "last_only_test" in METHODS.names()
+        params = {**real_params, "grid": {**real_params["grid"], "methods": ["last_only_test"]},
+                  "methods": {"last_only_test": {"scale": 2.0}}}
+        assert validate(params)["methods"]["last_only_test"] == {"scale": 2.0}
+    finally:
+        METHODS._entries.pop("last_only_test", None)
+        sys.modules.pop("my_plugin", None)
+
+
+def test_entry_point_plugins_are_loaded(monkeypatch):
+    import bench.train.method as method_module
+
+    loaded = []
+
+    class FakeEntryPoint:
+        def load(self):
+            loaded.append(True)
+
+    monkeypatch.setattr(method_module, "entry_points", lambda group: [FakeEntryPoint()] if group == "eebench.methods" else [])
+    method_module.discover()
+    assert loaded == [True]
+
+
+def test_registering_a_name_twice_is_an_error():
+    with pytest.raises(ValueError, match="registered twice"):
+        @register_method("joint")
+        class Impostor(Method):
+            pass
+
+
+def test_unknown_method_lists_choices():
+    with pytest.raises(BenchError, match="unknown method 'nope'; valid choices: .*branchynet.*joint"):
+        get_method("nope")
+
+
+def test_branchynet_weights_must_match_exits():
+    with pytest.raises(BenchError, match="weights has 2 values; the model has 3 exits"):
+        get_method("branchynet")({"weights": [1.0, 2.0]}, 3, 4)
+    losses = get_method("branchynet")({"weights": [0.5, 1.0, 2.0]}, 3, 4).exit_losses(
+        [torch.zeros(2, 4)] * 3, torch.tensor([0, 1]), StepContext(0, 1, 0, "joint"))
+    assert torch.allclose(losses, torch.tensor([0.5, 1.0, 2.0]) * torch.log(torch.tensor(4.0)))
+
+
+def test_all_parameters_includes_extra_modules():
+    model = build_model("tiny_cnn", 1, 4, {})
+    extra = torch.nn.Linear(2, 2)
+    assert len(all_parameters(model, extra)) == len(list(model.parameters())) + 2

@@ -1,0 +1,52 @@
+"""The real DVC pipeline on the tiny grid: end to end, no-op when unchanged, and a change to one
+method's params reruns only that method's stages and the aggregate."""
+
+import json
+import re
+
+import pytest
+import yaml
+
+from bench.study import build_study, dvc
+from tests.conftest import ROOT
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
+    folder = tmp_path / "study"
+    build_study(ROOT, folder, tiny_params)
+    first = dvc(folder, "repro").stdout
+    assert stages_run(first) == {"prepare@tiny", "train@tiny-joint-0", "train@tiny-branchynet-0",
+                                 "evaluate@tiny-joint-0", "evaluate@tiny-branchynet-0", "aggregate"}
+    metrics = json.loads((folder / "results/metrics.json").read_text())
+    assert set(metrics["tiny"]) == {"joint", "branchynet"}
+    assert 0.25 < metrics["tiny"]["joint"]["deepest_exit_test_accuracy"] <= 1.0
+    assert "FLOPs" in metrics["flops_unit"]
+    for name in ("per_exit.csv", "summary.csv", "threshold_curves.csv"):
+        assert (folder / "results" / name).stat().st_size > 0
+
+    assert json.loads(dvc(folder, "status", "--json").stdout) == {}
+    assert stages_run(dvc(folder, "repro").stdout) == set()
+
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["methods"]["branchynet"]["label_smoothing"] = 0.1
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert stages_run(dvc(folder, "repro").stdout) == {"train@tiny-branchynet-0", "evaluate@tiny-branchynet-0",
+                                                       "aggregate"}
+    assert json.loads(dvc(folder, "status", "--json").stdout) == {}
+    metrics_json = json.loads(dvc(folder, "metrics", "show", "--json").stdout)
+    assert metrics_json  # declared to DVC
+
+
+def test_profiles_compose_onto_the_real_params():
+    from bench.study import profile_params
+
+    smoke = profile_params(ROOT, "smoke")
+    real = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert smoke["grid"]["datasets"] == ["tiny", "fashion_mnist", "indian_pines"]
+    assert smoke["train"]["fashion_mnist"]["epochs"] == 1
+    assert smoke["train"]["fashion_mnist"]["model"] == real["train"]["fashion_mnist"]["model"]
