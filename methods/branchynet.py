@@ -10,12 +10,14 @@ from bench.train.method import Method, register_method
 @register_method("branchynet")
 class BranchyNet(Method):
     """Weighted joint loss L = Σ_k w_k CE(z_k, y); a sample exits at the first exit whose softmax entropy
-    is below the threshold. The weights the CGT paper used for its BranchyNet baseline are NOT FOUND:
-    our default is w = 1 for every exit (set `weights` to one number per exit to change it)."""
+    is below the threshold. Default w = 1 for every exit, as in the authors' code (kunglab/branchynet
+    `branchynet/links/links.py`: `Branch.weight` is fixed to 1.0); the weights the CGT paper used for its
+    BranchyNet baseline are NOT FOUND. With w = 1 the loss is K × `joint`'s, and AdamW is invariant to
+    that scale, so the two train identically: they differ in the exit policy only."""
 
     defaults = {"weights": [1.0], "label_smoothing": 0.0}
     source = "Teerapittayanon et al. 2016 (BranchyNet), kunglab/branchynet"
-    choices = {"weights": "ours: 1.0 per exit (paper's weights for these backbones NOT FOUND)",
+    choices = {"weights": "1.0 per exit as in the authors' code; CGT paper's baseline weights NOT FOUND",
                "label_smoothing": "ours (0.0 = none)"}
     exit_policy = "entropy"
 

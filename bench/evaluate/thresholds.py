@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from bench.errors import BenchError
 from bench.evaluate.policies import POLICIES, evaluate_policy, exit_indices
 from bench.io import read_json
 
@@ -13,6 +14,10 @@ from bench.io import read_json
 def evaluate_run(run_dir: Path, policies: list[str], thresholds: list[float]) -> dict:
     """The run's own summary (per-exit accuracy, exit costs, timing) plus one row per policy, split and
     threshold; the aggregate stage reads only these files."""
+    for name in ("metrics.json", "logits.pt"):
+        if not (run_dir / name).is_file():
+            raise BenchError(f"{run_dir / name} is missing (the training run did not finish); "
+                             "rerun its train stage with `dvc repro`")
     metrics = read_json(run_dir / "metrics.json")
     flops = metrics["exit_costs"]["flops"]
     logits = torch.load(run_dir / "logits.pt", weights_only=True)
