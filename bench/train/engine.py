@@ -101,7 +101,8 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
             epoch_start = time.perf_counter()
             order = torch.randperm(len(train), generator=gen)
             bar = tqdm(range(steps_per_epoch), desc=f"{spec.method}/{spec.dataset}/s{spec.seed} {phase.name} "
-                       f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False, unit="step")
+                       f"epoch {epoch + 1}/{epochs}", disable=None if progress else True, leave=False,
+                       unit="step")  # disable=None: a bar on a terminal, none in CI logs
             for b in bar:
                 idx = order[b * batch_size:(b + 1) * batch_size]
                 x = augment(train.batch(idx), gen).to(device, memory_format=memory_format)
@@ -129,8 +130,7 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
             val_acc = exit_accuracy(predict(model, val, device, memory_format, common["eval_batch_size"]), val.labels)
             epoch_log.append({"epoch": epoch + 1, "phase": phase.name, "seconds": time.perf_counter() - epoch_start,
                               **{f"val_acc_exit{k}": a for k, a in enumerate(val_acc)}})
-            if progress:
-                tqdm.write(f"{spec.method}/{spec.dataset}/s{spec.seed} epoch {epoch + 1}: val acc per exit "
+            tqdm.write(f"{spec.method}/{spec.dataset}/s{spec.seed} epoch {epoch + 1}: val acc per exit "
                            + " ".join(f"{a:.4f}" for a in val_acc) + f" ({epoch_log[-1]['seconds']:.1f}s)")
             save_torch(out_dir / "checkpoint.pt", {
                 "epoch": epoch + 1, "phase": phase.name, "model": model.state_dict(),
