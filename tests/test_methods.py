@@ -9,34 +9,90 @@ import torch
 from bench.config import validate
 from bench.errors import BenchError
 from bench.models import build_model
+from bench.train.gradstats import per_exit_gradient_stats
 from bench.train.method import METHODS, Method, StepContext, all_parameters, get_method, register_method
 
 
-def tiny_batch(n=16, classes=4):
-    gen = torch.Generator().manual_seed(0)
+def tiny_batch(n=16, classes=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
     return torch.randn(n, 1, 8, 8, generator=gen), torch.arange(n) % classes
 
 
-@pytest.mark.parametrize("name", METHODS.names())
-def test_method_trains_and_every_exit_gets_gradient(name):
+def train_two_steps_per_phase(name, epochs=6):
+    """What the engine does, shrunk: every phase, two optimiser steps on a tiny batch, epoch_end on a
+    validation batch. Returns the model, method, extra modules, losses and per-phase gradient records."""
     torch.manual_seed(0)
     model = build_model("tiny_cnn", 1, 4, {})
     method = get_method(name)(None, model.num_exits, 4)
     extra = method.extra_modules()
     x, y = tiny_batch()
-    epochs = 2
+    val_x, val_y = tiny_batch(seed=1)
+    losses_seen, records, step = [], [], 0
     for phase in method.phases(epochs):
         params = phase.trainable(model, extra)
+        chosen = {id(p) for p in params}
+        for p in all_parameters(model, extra):
+            p.requires_grad_(id(p) in chosen)
         optimizer = torch.optim.SGD(params, lr=0.01)
-        for step in range(2):
-            losses = method.exit_losses(model(x), y, StepContext(epoch=0, num_epochs=epochs, step=step, phase=phase.name))
-            assert losses.shape == (model.num_exits,) and torch.isfinite(losses).all()
-            optimizer.zero_grad()
-            losses.sum().backward()
-            optimizer.step()
-    assert sum(p.epochs for p in method.phases(epochs)) == epochs
+        for phase_epoch in range(phase.epochs):
+            for _ in range(2):
+                ctx = StepContext(epoch=step // 2, num_epochs=epochs, step=step, phase=phase.name,
+                                  phase_epoch=phase_epoch, phase_epochs=phase.epochs, model=model, extra=extra,
+                                  inputs=x, lr=0.01)
+                logits = method.forward(model, extra, x)
+                losses = method.exit_losses(logits, y, ctx)
+                assert losses.shape == (model.num_exits,) and torch.isfinite(losses).all(), (phase.name, losses)
+                stats = per_exit_gradient_stats(model, logits, losses)
+                optimizer.zero_grad(set_to_none=True)
+                for p in all_parameters(model, extra):
+                    p.grad = None
+                losses.sum().backward()
+                optimizer.step()
+                records.append((phase.name, chosen, stats,
+                                {id(p) for p in all_parameters(model, extra) if p.grad is not None and p.grad.abs().sum() > 0}))
+                losses_seen.append(losses.detach().clone())
+                step += 1
+            with torch.no_grad():
+                method.epoch_end(extra, torch.stack(method.forward(model, extra, val_x)), val_y, ctx)
+    return model, method, extra, losses_seen, records
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_trains_and_every_exit_gets_gradient(name):
+    model, method, extra, losses, records = train_two_steps_per_phase(name)
+    assert sum(p.epochs for p in method.phases(6)) == 6
+    touched = set().union(*(r[3] for r in records))
     for k, head in enumerate(model.heads):
-        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters()), f"exit {k} got no gradient"
+        assert any(id(p) in touched for p in head.parameters()), f"exit {k} never got gradient"
+    assert any(id(p) in touched for p in model.backbone_parameters()), "the backbone never got gradient"
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_frozen_parameters_get_no_gradient(name):
+    *_, records = train_two_steps_per_phase(name)
+    for phase, chosen, _, touched in records:
+        assert touched <= chosen, f"phase {phase}: a parameter outside the phase's trainable set got gradient"
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_is_deterministic(name):
+    first = train_two_steps_per_phase(name)[3]
+    second = train_two_steps_per_phase(name)[3]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_gradient_statistics_are_populated(name):
+    model, method, extra, _, records = train_two_steps_per_phase(name)
+    for _, _, stats, _ in records:
+        assert [r["exit"] for r in stats] == list(range(model.num_exits))
+        assert all(r["backbone_grad_norm"] >= 0 and r["head_grad_norm"] >= 0 for r in stats)
+    assert any(r["samples_with_grad"] > 0 for _, _, stats, _ in records for r in stats)
+    with torch.no_grad():
+        logits = torch.stack(method.forward(model, extra, tiny_batch()[0]))
+        outputs = method.eval_outputs(extra, logits)
+    for key, value in outputs.items():
+        assert value.shape == logits.shape[:2], key
 
 
 @pytest.mark.parametrize("name", METHODS.names())

@@ -1,29 +1,90 @@
-"""Exit policies: a per-exit confidence score; a sample leaves at the first exit whose score reaches the
-threshold, and the last exit takes every sample still inside."""
+"""Exit policies. Each maps every exit's outputs to a per-exit score [K, N]; a sample leaves at the first
+exit whose score reaches that exit's threshold, and the last exit takes every sample still inside. The
+policy declares the range its thresholds live in (what the tuner searches)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
+from bench.errors import BenchError
 from bench.registry import Registry
 
-POLICIES: Registry = Registry("exit policy")
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    score: Callable[[torch.Tensor, dict], torch.Tensor]  # logits [K, N, C], extras → scores [K, N]
+    low: float  # thresholds are searched in [low, high]
+    high: float
+    integer: bool = False
+    needs: tuple[str, ...] = ()  # keys of the run's saved extras the policy reads
+
+    def scores(self, logits: torch.Tensor, extras: dict | None = None) -> torch.Tensor:
+        extras = extras or {}
+        missing = [key for key in self.needs if key not in extras]
+        if missing:
+            raise BenchError(f"exit policy {self.name!r} needs {', '.join(missing)} from the method "
+                             "(a method with learned gates, e.g. jei_dnn); choose another policy for this run")
+        return self.score(logits, extras)
 
 
-@POLICIES.register("max_softmax")
-def max_softmax(logits: torch.Tensor) -> torch.Tensor:
-    """[K, N, C] logits → [K, N] maximum softmax probability."""
+POLICIES: Registry[Policy] = Registry("exit policy")
+
+
+def register_policy(policy: Policy) -> Policy:
+    return POLICIES.register(policy.name)(policy)
+
+
+def max_softmax(logits: torch.Tensor, extras: dict) -> torch.Tensor:
+    """Maximum softmax probability."""
     return logits.softmax(-1).amax(-1)
 
 
-@POLICIES.register("entropy")
-def entropy_confidence(logits: torch.Tensor) -> torch.Tensor:
+def entropy_confidence(logits: torch.Tensor, extras: dict) -> torch.Tensor:
     """1 − H(p)/log C, so that "entropy below h" is "score at least 1 − h/log C" (BranchyNet's rule)."""
     logp = logits.log_softmax(-1)
     entropy = -(logp.exp() * logp).sum(-1)
     return 1.0 - entropy / math.log(logits.shape[-1])
+
+
+def patience(logits: torch.Tensor, extras: dict) -> torch.Tensor:
+    """PABEE (Zhou et al. 2020): the counter of consecutive exits agreeing with the previous one's
+    prediction (0 at the first exit, +1 on agreement, reset to 0 on disagreement); exit when counter ≥ patience."""
+    predictions = logits.argmax(-1)
+    counter = torch.zeros_like(predictions, dtype=torch.float32)
+    for k in range(1, logits.shape[0]):
+        counter[k] = torch.where(predictions[k] == predictions[k - 1], counter[k - 1] + 1, 0.0)
+    return counter
+
+
+def beem(logits: torch.Tensor, extras: dict) -> torch.Tensor:
+    """BEEM (Bajpai & Hanawal 2025): S_k = w_k·maxsoftmax_k + S_{k−1} while exit k agrees with exit k−1,
+    reset to w_k·maxsoftmax_k on disagreement; w_k = 0.1·(k+1) as in the authors' code (`w = [0.1·i]`)."""
+    probs = logits.softmax(-1)
+    confidence, predictions = probs.amax(-1), probs.argmax(-1)
+    weights = 0.1 * torch.arange(1, logits.shape[0] + 1, dtype=confidence.dtype)
+    score = torch.zeros_like(confidence)
+    for k in range(logits.shape[0]):
+        score[k] = weights[k] * confidence[k]
+        if k > 0:
+            score[k] = score[k] + torch.where(predictions[k] == predictions[k - 1], score[k - 1], 0.0)
+    return score
+
+
+def learned_gate(logits: torch.Tensor, extras: dict) -> torch.Tensor:
+    """JEI-DNN: the method's conditional exit probability per exit (extras['gate_exit_prob'] [K, N])."""
+    return extras["gate_exit_prob"]
+
+
+register_policy(Policy("max_softmax", max_softmax, 0.0, 1.0))
+register_policy(Policy("entropy", entropy_confidence, 0.0, 1.0))
+register_policy(Policy("patience", patience, 1.0, 8.0, integer=True))
+register_policy(Policy("beem", beem, 0.0, 4.0))
+register_policy(Policy("learned_gate", learned_gate, 0.0, 1.0, needs=("gate_exit_prob",)))
 
 
 def exit_indices(scores: torch.Tensor, thresholds: torch.Tensor | float) -> torch.Tensor:

@@ -13,7 +13,9 @@ from bench.io import read_json
 
 def evaluate_run(run_dir: Path, policies: list[str], thresholds: list[float]) -> dict:
     """The run's own summary (per-exit accuracy, exit costs, timing) plus one row per policy, split and
-    threshold; the aggregate stage reads only these files."""
+    threshold; the aggregate stage reads only these files. `thresholds` are positions in each policy's
+    threshold range (0 → low, 1 → high): for max_softmax and entropy that is the threshold itself.
+    Policies that need outputs the method does not produce (learned gates) are listed as skipped."""
     for name in ("metrics.json", "logits.pt"):
         if not (run_dir / name).is_file():
             raise BenchError(f"{run_dir / name} is missing (the training run did not finish); "
@@ -21,14 +23,21 @@ def evaluate_run(run_dir: Path, policies: list[str], thresholds: list[float]) ->
     metrics = read_json(run_dir / "metrics.json")
     flops = metrics["exit_costs"]["flops"]
     logits = torch.load(run_dir / "logits.pt", weights_only=True)
-    rows = []
-    for policy in policies:
-        score = POLICIES.get(policy, where="evaluate.policies")
+    own = metrics["method"]["exit_policy"]
+    rows, skipped = [], []
+    for name in dict.fromkeys([*policies, own]):  # the configured policies plus the method's own
+        policy = POLICIES.get(name, where="evaluate.policies")
+        if any(key not in logits["val"].get("extras", {}) for key in policy.needs):
+            skipped.append(name)
+            continue
         for split in ("val", "test"):
-            scores = score(logits[split]["logits"])
-            for t in thresholds:
+            scores = policy.scores(logits[split]["logits"], logits[split].get("extras"))
+            for position in thresholds:
+                t = policy.low + position * (policy.high - policy.low)
+                t = float(round(t)) if policy.integer else t
                 result = evaluate_policy(logits[split]["logits"], logits[split]["labels"],
                                          exit_indices(scores, t), flops)
-                rows.append({**metrics["run"], "policy": policy, "threshold": t, "split": split, **result})
+                rows.append({**metrics["run"], "policy": name, "own_policy": name == own, "threshold": t,
+                             "split": split, **result})
     run = {key: metrics[key] for key in ("run", "num_exits", "exit_costs", "per_exit", "time", "method")}
-    return {"run": run, "rows": rows}
+    return {"run": run, "rows": rows, "skipped_policies": skipped}

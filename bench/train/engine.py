@@ -50,15 +50,21 @@ def seed_everything(seed: int, threads: int) -> torch.Generator:
     return gen
 
 
+def set_mode(train: bool, *modules: torch.nn.Module | None) -> None:
+    for module in modules:
+        if module is not None:
+            module.train(train)
+
+
 @torch.no_grad()
-def predict(model: MultiExitNet, split, device, memory_format, batch_size: int) -> torch.Tensor:
+def predict(method: Method, model: MultiExitNet, extra, split, device, memory_format, batch_size: int) -> torch.Tensor:
     """Logits of every exit on a whole split: [num_exits, N, num_classes] (float32, CPU)."""
-    model.eval()
+    set_mode(False, model, extra)
     chunks = []
     for start in range(0, len(split), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(split)))
         x = split.batch(idx).to(device, memory_format=memory_format)
-        chunks.append(torch.stack(model(x)).float().cpu())
+        chunks.append(torch.stack(method.forward(model, extra, x)).float().cpu())
     return torch.cat(chunks, dim=1)
 
 
@@ -75,9 +81,10 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
     sample = train.batch(torch.arange(1))
     model_params = {k: v for k, v in settings["model"].items() if k != "name"}
     model = build_model(settings["model"]["name"], sample.shape[1], data.num_classes, model_params)
-    costs = exit_costs(model, tuple(sample.shape[1:]))
     method: Method = get_method(spec.method)(spec.method_params, model.num_exits, data.num_classes)
     extra = method.extra_modules()
+    costs = exit_costs(model, tuple(sample.shape[1:]), lambda x, upto: method.forward(model, extra, x, upto))
+    method.cost_fractions = [f / costs["flops"][-1] for f in costs["flops"]]
     model.to(device, memory_format=memory_format)
     if extra is not None:
         extra.to(device)
@@ -96,8 +103,8 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
             p.requires_grad_(id(p) in trainable)
         optimizer = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=phase.epochs * steps_per_epoch)
-        for _ in range(phase.epochs):
-            model.train()
+        for phase_epoch in range(phase.epochs):
+            set_mode(True, model, extra)
             epoch_start = time.perf_counter()
             order = torch.randperm(len(train), generator=gen)
             bar = tqdm(range(steps_per_epoch), desc=f"{spec.method}/{spec.dataset}/s{spec.seed} {phase.name} "
@@ -107,8 +114,10 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
                 idx = order[b * batch_size:(b + 1) * batch_size]
                 x = augment(train.batch(idx), gen).to(device, memory_format=memory_format)
                 y = labels[idx].to(device)
-                logits = model(x)
-                ctx = StepContext(epoch=epoch, num_epochs=epochs, step=step, phase=phase.name)
+                ctx = StepContext(epoch=epoch, num_epochs=epochs, step=step, phase=phase.name,
+                                  phase_epoch=phase_epoch, phase_epochs=phase.epochs, model=model, extra=extra,
+                                  inputs=x, lr=scheduler.get_last_lr()[0])
+                logits = method.forward(model, extra, x)
                 losses = method.exit_losses(logits, y, ctx)
                 loss = losses.sum()
                 if not torch.isfinite(loss):
@@ -127,11 +136,14 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
                 step += 1
                 if b % 20 == 0:
                     bar.set_postfix(loss=f"{loss.item():.3f}")
-            val_acc = exit_accuracy(predict(model, val, device, memory_format, common["eval_batch_size"]), val.labels)
+            val_logits = predict(method, model, extra, val, device, memory_format, common["eval_batch_size"])
+            val_acc = exit_accuracy(val_logits, val.labels)
+            method.epoch_end(extra, val_logits, val.labels, ctx)
             epoch_log.append({"epoch": epoch + 1, "phase": phase.name, "seconds": time.perf_counter() - epoch_start,
                               **{f"val_acc_exit{k}": a for k, a in enumerate(val_acc)}})
-            tqdm.write(f"{spec.method}/{spec.dataset}/s{spec.seed} epoch {epoch + 1}: val acc per exit "
-                           + " ".join(f"{a:.4f}" for a in val_acc) + f" ({epoch_log[-1]['seconds']:.1f}s)")
+            accs = " ".join(f"{a:.4f}" for a in val_acc)
+            tqdm.write(f"{spec.method}/{spec.dataset}/s{spec.seed} epoch {epoch + 1}/{epochs} ({phase.name}): "
+                       f"val acc per exit {accs} ({epoch_log[-1]['seconds']:.1f}s)")
             save_torch(out_dir / "checkpoint.pt", {
                 "epoch": epoch + 1, "phase": phase.name, "model": model.state_dict(),
                 "extra": extra.state_dict() if extra is not None else None,
@@ -140,8 +152,13 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
             epoch += 1
     train_seconds = time.perf_counter() - started
 
-    logits = {s: predict(model, data.splits[s], device, memory_format, common["eval_batch_size"]) for s in ("val", "test")}
-    save_torch(out_dir / "logits.pt", {s: {"logits": logits[s], "labels": data.splits[s].labels} for s in logits})
+    logits = {s: predict(method, model, extra, data.splits[s], device, memory_format, common["eval_batch_size"])
+              for s in ("val", "test")}
+    with torch.no_grad():
+        extras = {s: {k: v.float().cpu() for k, v in method.eval_outputs(extra, logits[s].to(device)).items()}
+                  for s in logits}
+    save_torch(out_dir / "logits.pt", {s: {"logits": logits[s], "labels": data.splits[s].labels, "extras": extras[s]}
+                                       for s in logits})
     save_torch(out_dir / "model.pt", {"model": model.state_dict(),
                                       "extra": extra.state_dict() if extra is not None else None})
     import pandas as pd
@@ -151,7 +168,7 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
     write_csv(out_dir / "epochs.csv", pd.DataFrame(epoch_log))
     metrics = {
         "run": {"dataset": spec.dataset, "method": spec.method, "seed": spec.seed},
-        "method": {**method.describe(), "params": method.params},
+        "method": method.metadata(),
         "settings": {"common": common, "dataset": settings},
         "num_exits": model.num_exits,
         "exit_costs": costs,

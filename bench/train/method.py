@@ -23,6 +23,12 @@ class StepContext:
     num_epochs: int
     step: int  # optimiser steps so far
     phase: str
+    phase_epoch: int = 0  # 0-based, within the current phase
+    phase_epochs: int = 1
+    model: nn.Module | None = None  # the network being trained (for methods that need more than logits)
+    extra: nn.Module | None = None  # the method's own modules (from `extra_modules`)
+    inputs: torch.Tensor | None = None  # the (augmented) input batch
+    lr: float = 0.0  # current learning rate
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,26 @@ class Method:
     def __init__(self, params: dict | None, num_exits: int, num_classes: int):
         self.params = check_section(self.defaults, params, f"methods.{self.name}")
         self.num_exits, self.num_classes = num_exits, num_classes
+        # cumulative FLOPs of each exit / the deepest exit's; set by the engine once costs are counted
+        self.cost_fractions: list[float] = [(k + 1) / num_exits for k in range(num_exits)]
 
     def extra_modules(self) -> nn.Module | None:
-        """Modules the method trains besides the network (e.g. learned gates)."""
+        """Modules the method trains besides the network (e.g. learned gates). Built once, after __init__."""
         return None
+
+    def forward(self, model: nn.Module, extra: nn.Module | None, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """Every exit's logits (0..upto). Override when the method changes what an exit computes (e.g.
+        ensembles of earlier exits); the per-exit FLOPs are counted through this method too."""
+        return model(x, upto=upto)
+
+    def eval_outputs(self, extra: nn.Module | None, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra per-sample outputs saved beside the logits for exit policies, from logits [K, N, C]
+        (e.g. learned gate probabilities [K, N]). Default: none."""
+        return {}
+
+    def epoch_end(self, extra: nn.Module | None, val_logits: torch.Tensor, val_labels: torch.Tensor, ctx: StepContext) -> None:
+        """Called after each epoch with every exit's validation logits [K, N, C] (e.g. to refit class
+        weights from validation statistics). Must not touch the test split."""
 
     def phases(self, epochs: int) -> list[Phase]:
         return [Phase("joint", epochs, all_parameters)]
@@ -64,6 +86,10 @@ class Method:
         """Per-exit loss terms (shape [num_exits]) whose sum is the loss that is minimised. Term k is
         what exit k's classifier contributes; the gradient statistics are measured per term."""
         raise NotImplementedError
+
+    def metadata(self) -> dict:
+        """Recorded in each run's metrics.json: the method's source, our choices and resolved params."""
+        return {**self.describe(), "params": self.params}
 
     @classmethod
     def describe(cls) -> dict:
