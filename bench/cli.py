@@ -60,6 +60,21 @@ def cmd_evaluate(args, params) -> None:
     print(f"evaluated {args.method} on {args.dataset} seed {args.seed}: {len(result['rows'])} threshold rows")
 
 
+def cmd_tune(args, params) -> None:
+    from bench.paths import run_dir, study_dir, tune_dir
+    from bench.tune.run import tune_run
+
+    result = tune_run(run_dir(args.dataset, args.method, args.seed), tune_dir(args.dataset, args.method, args.seed),
+                      params["tune"], args.seed, study_dir(args.dataset, args.method, args.seed))
+    for row in result["budgets"]:
+        if row.get("feasible"):
+            print(f"budget {row['budget']:.2f} {row['calibrator']:16s} val acc {row['val']['accuracy']:.4f} "
+                  f"cost {row['val']['flops_fraction']:.3f} | test acc {row['test']['accuracy']:.4f} "
+                  f"cost {row['test']['flops_fraction']:.3f}")
+        else:
+            print(f"budget {row['budget']:.2f} {row['calibrator']:16s} infeasible on validation")
+
+
 def cmd_aggregate(args, params) -> None:
     from bench.analyse.aggregate import aggregate
 
@@ -100,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="registered methods, datasets, models and exit policies")
     p = sub.add_parser("prepare", help="verify sources and write datasets/<dataset>")
     p.add_argument("--dataset", required=True)
-    for name, help_ in (("train", "train one run"), ("evaluate", "threshold-grid evaluation of one run")):
+    for name, help_ in (("train", "train one run"), ("evaluate", "threshold-grid evaluation of one run"),
+                        ("tune", "budget-targeted exit thresholds of one run (Optuna on validation)")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--dataset", required=True)
         p.add_argument("--method", required=True)
@@ -114,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
-            "aggregate": cmd_aggregate, "study": cmd_study}
+            "tune": cmd_tune, "aggregate": cmd_aggregate, "study": cmd_study}
 
 
 def main(argv: list[str] | None = None) -> int:

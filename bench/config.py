@@ -15,13 +15,16 @@ from bench.evaluate.policies import POLICIES
 from bench.models import MODELS
 from bench.train.method import METHODS
 
-SECTIONS = ("grid", "prepare", "train", "methods", "evaluate")
+SECTIONS = ("grid", "prepare", "train", "methods", "evaluate", "tune")
 GRID_DEFAULTS = {"methods": ["joint"], "datasets": ["tiny"], "seeds": [0]}
 COMMON_DEFAULTS = {"threads": 2, "device": "cpu", "channels_last": True, "grad_stats_every": 50,
                    "eval_batch_size": 1024}
 DATASET_TRAIN_DEFAULTS = {"model": {}, "epochs": 1, "batch_size": 128, "lr": 0.002, "weight_decay": 0.0005,
                           "augment": True}
 EVALUATE_DEFAULTS = {"policies": ["max_softmax"], "thresholds": [0.5]}
+TUNE_DEFAULTS = {"policy": "method", "budgets": [0.5], "trials": 200, "seed": 0, "storage": "sqlite",
+                 "pareto_budgets": 20, "risk_epsilons": [0.05], "risk_delta": 0.1, "risk_grid": 101}
+STORAGES = ("sqlite", "journal")
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -100,6 +103,18 @@ def validate(params: object) -> dict:
     require(len(evaluate["thresholds"]) > 0 and all(0 <= t <= 1 for t in evaluate["thresholds"]),
             "evaluate.thresholds", "a non-empty list of numbers in [0, 1]", evaluate["thresholds"])
     resolved["evaluate"] = evaluate
+
+    tune = check_section(TUNE_DEFAULTS, params["tune"], "tune")
+    if tune["policy"] != "method":
+        POLICIES.get(tune["policy"], where="tune.policy (or 'method': each method's own policy)")
+    require(len(tune["budgets"]) > 0 and all(0 < b <= 1 for b in tune["budgets"]), "tune.budgets",
+            "a non-empty list of fractions in (0, 1]", tune["budgets"])
+    require(all(0 < e < 1 for e in tune["risk_epsilons"]), "tune.risk_epsilons", "numbers in (0, 1)", tune["risk_epsilons"])
+    require(tune["storage"] in STORAGES, "tune.storage", " | ".join(STORAGES), tune["storage"])
+    require(0 < tune["risk_delta"] < 1, "tune.risk_delta", "0 < value < 1", tune["risk_delta"])
+    for key in ("trials", "pareto_budgets", "risk_grid"):
+        require(tune[key] >= 1, f"tune.{key}", "an integer >= 1", tune[key])
+    resolved["tune"] = tune
 
     # every grid entry needs its own section: DVC tracks them per stage (prepare.<d>, train.<d>, methods.<m>)
     for name in grid["datasets"]:

@@ -12,3 +12,11 @@ def run_dir(dataset: str, method: str, seed: int) -> Path:
 
 def eval_path(dataset: str, method: str, seed: int) -> Path:
     return RESULTS / "eval" / dataset / method / f"seed{seed}.json"
+
+
+def tune_dir(dataset: str, method: str, seed: int) -> Path:
+    return RESULTS / "tune" / dataset / method / f"seed{seed}"
+
+
+def study_dir(dataset: str, method: str, seed: int) -> Path:
+    return RESULTS / "studies" / dataset / method / f"seed{seed}"

@@ -17,6 +17,7 @@ SHARED_INDIAN_PINES = ROOT.parent / "shared" / "datasets" / "indian-pines"
 TINY = {  # shrinks the real params to the tiny dataset: seconds per run
     "grid": {"methods": ["joint", "branchynet"], "datasets": ["tiny"], "seeds": [0]},
     "train": {"tiny": {"epochs": 2}, "common": {"grad_stats_every": 4}},
+    "tune": {"trials": 30, "storage": "journal", "budgets": [0.5]},
 }
 
 

@@ -21,12 +21,14 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
     build_study(ROOT, folder, tiny_params)
     first = dvc(folder, "repro").stdout
     assert stages_run(first) == {"prepare@tiny", "train@tiny-joint-0", "train@tiny-branchynet-0",
-                                 "evaluate@tiny-joint-0", "evaluate@tiny-branchynet-0", "aggregate"}
+                                 "evaluate@tiny-joint-0", "evaluate@tiny-branchynet-0", "tune@tiny-joint-0",
+                                 "tune@tiny-branchynet-0", "aggregate"}
     metrics = json.loads((folder / "results/metrics.json").read_text())
     assert set(metrics["tiny"]) == {"joint", "branchynet"}
     assert 0.25 < metrics["tiny"]["joint"]["deepest_exit_test_accuracy"] <= 1.0
     assert "FLOPs" in metrics["flops_unit"]
-    for name in ("per_exit.csv", "summary.csv", "threshold_curves.csv"):
+    assert 0.0 < metrics["tiny"]["joint"]["budget_0.5"]["test_flops_fraction"] <= 1.0
+    for name in ("per_exit.csv", "summary.csv", "threshold_curves.csv", "budgets.csv", "pareto.csv"):
         assert (folder / "results" / name).stat().st_size > 0
 
     assert json.loads(dvc(folder, "status", "--json").stdout) == {}
@@ -36,7 +38,7 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
     params["methods"]["branchynet"]["label_smoothing"] = 0.1
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert stages_run(dvc(folder, "repro").stdout) == {"train@tiny-branchynet-0", "evaluate@tiny-branchynet-0",
-                                                       "aggregate"}
+                                                       "tune@tiny-branchynet-0", "aggregate"}
     assert json.loads(dvc(folder, "status", "--json").stdout) == {}
     metrics_json = json.loads(dvc(folder, "metrics", "show", "--json").stdout)
     assert metrics_json  # declared to DVC

@@ -142,8 +142,8 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
             epoch_log.append({"epoch": epoch + 1, "phase": phase.name, "seconds": time.perf_counter() - epoch_start,
                               **{f"val_acc_exit{k}": a for k, a in enumerate(val_acc)}})
             accs = " ".join(f"{a:.4f}" for a in val_acc)
-            tqdm.write(f"{spec.method}/{spec.dataset}/s{spec.seed} epoch {epoch + 1}/{epochs} ({phase.name}): "
-                       f"val acc per exit {accs} ({epoch_log[-1]['seconds']:.1f}s)")
+            print(f"{spec.method}/{spec.dataset}/s{spec.seed} epoch {epoch + 1}/{epochs} ({phase.name}): "
+                  f"val acc per exit {accs} ({epoch_log[-1]['seconds']:.1f}s)", flush=True)
             save_torch(out_dir / "checkpoint.pt", {
                 "epoch": epoch + 1, "phase": phase.name, "model": model.state_dict(),
                 "extra": extra.state_dict() if extra is not None else None,

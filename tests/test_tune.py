@@ -1,0 +1,142 @@
+"""Budget-targeted tuning: the exact sweep against brute force, Optuna against a grid, no leakage from
+test, budgets respected on validation, and risk control at the stated rate."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench.evaluate.policies import POLICIES, exit_indices
+from bench.io import save_torch, write_json
+from bench.tune.cached import CachedSplit
+from bench.tune.exact import best_single_threshold, single_threshold_curve
+from bench.tune.pareto import pareto_mask
+from bench.tune.risk import calibrate, prediction_gap
+from bench.tune.run import tune_run
+from bench.tune.search import tune_thresholds
+
+FLOPS = [100, 260, 500]
+PARAMS = {"policy": "method", "budgets": [0.4, 0.7], "trials": 60, "seed": 0, "storage": "journal", "pareto_budgets": 10,
+          "risk_epsilons": [0.05], "risk_delta": 0.1, "risk_grid": 41}
+
+
+def synthetic_logits(n, seed, k=3, c=5, difficulty=None):
+    """Deeper exits are more accurate; confidence correlates with correctness."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, c, (n,), generator=gen)
+    logits = torch.randn(k, n, c, generator=gen)
+    strength = torch.tensor([1.0, 2.0, 3.5])[:k].view(k, 1) * torch.rand(1, n, generator=gen) * 2
+    logits[torch.arange(k).view(k, 1), torch.arange(n).view(1, n), labels.view(1, n)] += strength
+    return logits, labels
+
+
+def split_of(logits, labels, policy="max_softmax"):
+    return CachedSplit.from_logits(POLICIES.get(policy), logits, labels, {}, FLOPS)
+
+
+def brute_force(split, thresholds):
+    exits = exit_indices(split.scores, torch.as_tensor(thresholds, dtype=torch.float64))
+    correct = int(split.correct.gather(0, exits.view(1, -1)).sum())
+    return correct, int(np.asarray(FLOPS)[exits.numpy()].sum())
+
+
+@pytest.mark.parametrize("policy", ["max_softmax", "entropy", "patience", "beem"])
+def test_exact_sweep_equals_brute_force(policy):
+    split = split_of(*synthetic_logits(400, 1), policy)
+    curve = single_threshold_curve(split)
+    assert np.all(np.diff(curve["threshold"]) < 0)
+    for t, correct, flops in zip(curve["threshold"], curve["correct"], curve["total_flops"]):
+        assert brute_force(split, t) == (correct, flops)
+    rng = np.random.default_rng(0)
+    for t in rng.uniform(-0.5, 2.0, 200):  # any threshold lands on the curve point it falls under
+        j = np.flatnonzero(curve["threshold"] >= t)[-1]
+        assert brute_force(split, t) == (curve["correct"][j], curve["total_flops"][j])
+
+
+def test_optuna_per_exit_is_close_to_grid_brute_force_and_feasible():
+    split = split_of(*synthetic_logits(600, 2))
+    budget = 0.5
+    grid = np.linspace(0, 1.0, 41)
+    best = max((split.evaluate([a, b])[0], a, b) for a in grid for b in grid if split.evaluate([a, b])[1] <= budget)
+    curve = single_threshold_curve(split)
+    single = curve["threshold"][best_single_threshold(curve, budget)]
+    thresholds, study = tune_thresholds(split, POLICIES.get("max_softmax"), budget, 200, seed=0,
+                                        warm_start=[single, single])
+    accuracy, cost = split.evaluate(thresholds)
+    assert cost <= budget
+    assert accuracy >= best[0] - 0.01  # stated tolerance: one accuracy point below the 41×41 grid optimum
+    assert accuracy >= split.evaluate([single, single])[0]  # never worse than the exact single threshold
+    assert len(study.trials) == 200
+
+
+def write_run(folder, seed=0, test_transform=None):
+    val_logits, val_labels = synthetic_logits(500, seed)
+    test_logits, test_labels = synthetic_logits(500, seed + 100)
+    if test_transform is not None:
+        test_logits, test_labels = test_transform(test_logits, test_labels)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_torch(folder / "logits.pt", {"val": {"logits": val_logits, "labels": val_labels, "extras": {}},
+                                      "test": {"logits": test_logits, "labels": test_labels, "extras": {}}})
+    write_json(folder / "metrics.json", {"run": {"dataset": "synthetic", "method": "joint", "seed": seed},
+                                         "method": {"exit_policy": "max_softmax"},
+                                         "exit_costs": {"flops": FLOPS, "unit": "FLOPs per sample"}})
+
+
+def chosen_thresholds(result):
+    return ([r.get("thresholds") for r in result["budgets"]], [r["thresholds"] for r in result["risk_control"]])
+
+
+def test_test_logits_never_influence_any_fitted_quantity(tmp_path):
+    write_run(tmp_path / "run")
+    reference = tune_run(tmp_path / "run", tmp_path / "out", PARAMS, seed=0)
+    perm = torch.randperm(500, generator=torch.Generator().manual_seed(3))
+    for name, transform in {"permuted": lambda x, y: (x[:, perm], y[perm]),
+                            "perturbed": lambda x, y: (x + 5 * torch.randn_like(x), (y + 1) % 5)}.items():
+        write_run(tmp_path / name, test_transform=transform)
+        other = tune_run(tmp_path / name, tmp_path / f"out_{name}", PARAMS, seed=0)
+        assert chosen_thresholds(other) == chosen_thresholds(reference), name
+    assert json.loads((tmp_path / "out" / "tuning.json").read_text())["budgets"]
+
+
+def test_budgets_hold_on_validation_and_test_deviation_is_reported(tmp_path):
+    write_run(tmp_path / "run")
+    result = tune_run(tmp_path / "run", tmp_path / "out", {**PARAMS, "storage": "sqlite", "trials": 20}, seed=0)
+    for row in result["budgets"]:
+        assert row["feasible"]
+        assert row["val"]["flops_fraction"] <= row["budget"] + 1e-12
+        assert row["test_cost_minus_budget"] == pytest.approx(row["test"]["flops_fraction"] - row["budget"])
+        assert sum(row["test"]["exit_fractions"]) == pytest.approx(1.0)
+    per_exit = [r for r in result["budgets"] if r["calibrator"] == "optuna_per_exit"]
+    assert all(r["val_gain_over_single"] >= 0 and not r["worse_than_single_on_val"] for r in per_exit)
+    assert (tmp_path / "out" / "optuna.db").stat().st_size > 0
+    import optuna
+
+    names = {s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'out' / 'optuna.db'}")}
+    assert names == {"budget0.4", "budget0.7"}
+
+
+def test_pareto_mask_is_the_non_dominated_set():
+    rng = np.random.default_rng(0)
+    acc, cost = rng.random(60), rng.random(60)
+    mask = pareto_mask(acc, cost)
+    for i in range(60):
+        dominated = any((acc[j] >= acc[i]) and (cost[j] <= cost[i]) and (acc[j] > acc[i] or cost[j] < cost[i])
+                        for j in range(60))
+        assert mask[i] == (not dominated)
+
+
+def test_risk_control_respects_epsilon_at_the_stated_rate():
+    """Synthetic population with known risk: repeated calibration draws, risk measured on a large test draw."""
+    epsilon, delta, draws = 0.05, 0.1, 40
+    test = split_of(*synthetic_logits(20000, 999))
+    grid = np.r_[2.0, np.linspace(1.0, 0.0, 41)]
+    violations, crc_risks = 0, []
+    for draw in range(draws):
+        cal = split_of(*synthetic_logits(1000, draw))
+        ucb = calibrate(cal, grid, epsilon, delta, "ucb")
+        violations += prediction_gap(test, ucb).mean() > epsilon
+        crc_risks.append(prediction_gap(test, calibrate(cal, grid, epsilon, delta, "crc")).mean())
+    assert violations / draws <= delta + 0.05  # P(risk > ε) ≤ δ, with sampling slack for 40 draws
+    assert np.mean(crc_risks) <= epsilon + 0.01  # CRC controls the expected risk
+    assert max(crc_risks) > 0.0  # and is not trivially conservative
