@@ -63,3 +63,19 @@ def test_gradient_statistics_are_logged_every_n_steps(in_tmp, tiny_params):
     assert sorted(stats["exit"].unique()) == [0, 1, 2]
     assert (stats["samples_with_grad"] == stats["batch_size"]).all()  # branchynet: every sample, every exit
     assert (stats["backbone_grad_norm"] > 0).all() and (stats["head_grad_norm"] > 0).all()
+
+
+def test_frozen_batchnorm_keeps_its_running_statistics():
+    from bench.models import build_model
+    from bench.train.engine import set_mode
+
+    model = build_model("tiny_cnn", 1, 4, {})
+    for p in model.blocks.parameters():
+        p.requires_grad_(False)
+    set_mode(True, model)
+    frozen = [m for m in model.blocks.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    live = [m for m in model.heads.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert frozen and live and not any(m.training for m in frozen) and all(m.training for m in live)
+    before = [m.running_mean.clone() for m in frozen]
+    model(torch.randn(8, 1, 8, 8))
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, frozen))

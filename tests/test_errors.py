@@ -41,7 +41,7 @@ def mutated(params, path, value):
 DELETE = object()
 
 BAD_PARAMS = [
-    (("grid", "methods"), ["joint", "nosuch"], ["unknown method 'nosuch'", "grid.methods", "branchynet, joint"]),
+    (("grid", "methods"), ["joint", "nosuch"], ["unknown method 'nosuch'", "grid.methods", "branchynet, cascade_aware"]),
     (("grid", "datasets"), ["mnist"], ["unknown dataset 'mnist'", "fashion_mnist, indian_pines, tiny"]),
     (("grid", "seeds"), [], ["grid.seeds", "non-empty"]),
     (("grid", "colour"), "red", ["unknown parameter grid.colour", "valid keys: datasets, methods, seeds"]),
@@ -53,7 +53,7 @@ BAD_PARAMS = [
     (("train", "common", "device"), "tpu", ["train.common.device = 'tpu'", "cpu | cuda | auto"]),
     (("prepare", "indian_pines", "val_fraction"), 1.5, ["prepare.indian_pines.val_fraction = 1.5 is out of range"]),
     (("evaluate", "thresholds"), [0.5, 1.2], ["evaluate.thresholds", "[0, 1]"]),
-    (("evaluate", "policies"), ["coin_flip"], ["unknown exit policy 'coin_flip'", "entropy, max_softmax"]),
+    (("evaluate", "policies"), ["coin_flip"], ["unknown exit policy 'coin_flip'", "beem, entropy, learned_gate, max_softmax, patience"]),
     (("methods", "joint"), DELETE, ["methods.joint is missing from params.yaml"]),
     (("evaluate",), DELETE, ["params.yaml has no `evaluate` section"]),
 ]
@@ -81,7 +81,7 @@ def test_missing_params_file(in_tmp, capsys):
 def test_unknown_method_on_the_command_line(in_tmp, tiny_params, capsys):
     write_params(in_tmp, tiny_params)
     code, err = run_cli(capsys, "train", "--dataset", "tiny", "--method", "hardcgt", "--seed", "0")
-    assert_one_line_error(code, err, "unknown method 'hardcgt'", "valid choices: branchynet, joint")
+    assert_one_line_error(code, err, "unknown method 'hardcgt'", "valid choices: branchynet, ", "hard_cgt")
 
 
 def test_missing_prepared_data_says_how_to_get_it(in_tmp, tiny_params, capsys):

@@ -163,7 +163,7 @@ def test_registering_a_name_twice_is_an_error():
 
 
 def test_unknown_method_lists_choices():
-    with pytest.raises(BenchError, match="unknown method 'nope'; valid choices: .*branchynet.*joint"):
+    with pytest.raises(BenchError, match="unknown method 'nope'; valid choices: .*branchynet.*joint.*ztw"):
         get_method("nope")
 
 

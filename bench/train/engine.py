@@ -51,9 +51,17 @@ def seed_everything(seed: int, threads: int) -> torch.Generator:
 
 
 def set_mode(train: bool, *modules: torch.nn.Module | None) -> None:
+    """Train/eval mode; in training, batch-norm layers whose parameters are all frozen stay in eval mode so
+    that a frozen block (e.g. the backbone of `disjoint`) keeps its running statistics too."""
     for module in modules:
-        if module is not None:
-            module.train(train)
+        if module is None:
+            continue
+        module.train(train)
+        if train:
+            for layer in module.modules():
+                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm) and not any(
+                        p.requires_grad for p in layer.parameters()):
+                    layer.eval()
 
 
 @torch.no_grad()

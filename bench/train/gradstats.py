@@ -21,7 +21,7 @@ def per_exit_gradient_stats(model: MultiExitNet, logits: list[torch.Tensor], exi
     rows = []
     for k, z in enumerate(logits):
         head = [p for p in model.heads[k].parameters() if p.requires_grad]
-        if not exit_losses[k].requires_grad:
+        if not exit_losses[k].requires_grad or not z.requires_grad:  # a frozen exit receives nothing
             grads = [None] * (1 + len(backbone) + len(head))
         else:
             grads = torch.autograd.grad(exit_losses[k], [z, *backbone, *head], retain_graph=True, allow_unused=True)
