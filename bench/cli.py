@@ -78,12 +78,25 @@ def cmd_tune(args, params) -> None:
 def cmd_aggregate(args, params) -> None:
     from bench.analyse.aggregate import aggregate
 
-    metrics = aggregate(params["grid"])
+    metrics = aggregate(params["grid"], params["analyse"])
     for dataset, methods in metrics.items():
         if isinstance(methods, dict):
             for method, m in methods.items():
                 print(f"{dataset:14s} {method:12s} deepest-exit test acc {m['deepest_exit_test_accuracy']:.4f} "
                       f"({m['seeds']} seeds)")
+
+
+def cmd_figures(args, params) -> None:
+    import time
+
+    from bench.analyse.figures import make_figures
+    from bench.analyse.report import write_report
+    from bench.paths import FIGURES, RESULTS
+
+    started = time.perf_counter()
+    paths = make_figures(RESULTS, FIGURES)
+    report = write_report(RESULTS, FIGURES, params)
+    print(f"{len(paths)} figure files in {FIGURES}/ and {report} in {time.perf_counter() - started:.1f} s")
 
 
 def cmd_study(args, params) -> None:
@@ -123,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, required=True)
         p.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("aggregate", help="tables and metrics of the whole grid into results/")
+    sub.add_parser("figures", help="figures/ and results/REPORT.md from the aggregated tables (no retraining)")
     p = sub.add_parser("study", help="run the pipeline with params.yaml + profiles/<profile>.yaml in its own folder")
     p.add_argument("--profile", required=True, help="e.g. smoke")
     p.add_argument("--dir", default=None, help="study folder (default: .<profile>)")
@@ -130,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
-            "tune": cmd_tune, "aggregate": cmd_aggregate, "study": cmd_study}
+            "tune": cmd_tune, "aggregate": cmd_aggregate, "figures": cmd_figures,
+            "study": cmd_study}
 
 
 def main(argv: list[str] | None = None) -> int:

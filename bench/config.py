@@ -15,7 +15,7 @@ from bench.evaluate.policies import POLICIES
 from bench.models import MODELS
 from bench.train.method import METHODS
 
-SECTIONS = ("grid", "prepare", "train", "methods", "evaluate", "tune")
+SECTIONS = ("grid", "prepare", "train", "methods", "evaluate", "tune", "analyse")
 GRID_DEFAULTS = {"methods": ["joint"], "datasets": ["tiny"], "seeds": [0]}
 COMMON_DEFAULTS = {"threads": 2, "device": "cpu", "channels_last": True, "grad_stats_every": 50,
                    "eval_batch_size": 1024}
@@ -25,6 +25,7 @@ EVALUATE_DEFAULTS = {"policies": ["max_softmax"], "thresholds": [0.5]}
 TUNE_DEFAULTS = {"policy": "method", "budgets": [0.5], "trials": 200, "seed": 0, "storage": "sqlite",
                  "pareto_budgets": 20, "risk_epsilons": [0.05], "risk_delta": 0.1, "risk_grid": 101}
 STORAGES = ("sqlite", "journal")
+ANALYSE_DEFAULTS = {"reference": "branchynet", "alpha": 0.05}
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -115,6 +116,12 @@ def validate(params: object) -> dict:
     for key in ("trials", "pareto_budgets", "risk_grid"):
         require(tune[key] >= 1, f"tune.{key}", "an integer >= 1", tune[key])
     resolved["tune"] = tune
+
+    analyse = check_section(ANALYSE_DEFAULTS, params["analyse"], "analyse")
+    METHODS.get(analyse["reference"], where="analyse.reference")
+    require(analyse["reference"] in grid["methods"], "analyse.reference", "a method of grid.methods", analyse["reference"])
+    require(0 < analyse["alpha"] < 1, "analyse.alpha", "0 < value < 1", analyse["alpha"])
+    resolved["analyse"] = analyse
 
     # every grid entry needs its own section: DVC tracks them per stage (prepare.<d>, train.<d>, methods.<m>)
     for name in grid["datasets"]:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 DATASETS = Path("datasets")
 RESULTS = Path("results")
+FIGURES = Path("figures")
 
 
 def run_dir(dataset: str, method: str, seed: int) -> Path:

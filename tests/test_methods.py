@@ -133,8 +133,8 @@ def test_a_new_method_file_registers_and_enters_the_grid(tmp_path, monkeypatch, 
 
     try:
         assert "last_only_test" in METHODS.names()
-        params = {**real_params, "grid": {**real_params["grid"], "methods": ["last_only_test"]},
-                  "methods": {"last_only_test": {"scale": 2.0}}}
+        params = {**real_params, "grid": {**real_params["grid"], "methods": ["branchynet", "last_only_test"]},
+                  "methods": {**real_params["methods"], "last_only_test": {"scale": 2.0}}}
         assert validate(params)["methods"]["last_only_test"] == {"scale": 2.0}
     finally:
         METHODS._entries.pop("last_only_test", None)
@@ -179,3 +179,24 @@ def test_all_parameters_includes_extra_modules():
     model = build_model("tiny_cnn", 1, 4, {})
     extra = torch.nn.Linear(2, 2)
     assert len(all_parameters(model, extra)) == len(list(model.parameters())) + 2
+
+
+def test_the_readme_example_method_works_verbatim(tmp_path, monkeypatch):
+    """The "Add a method" example of the README, run exactly as printed."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Add a method"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("```\n", section.index("```python"))]
+    (tmp_path / "deep_weighted.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import deep_weighted  # noqa: F401
+
+        assert "deep_weighted" in METHODS.names()
+        model, method, *_ = train_two_steps_per_phase("deep_weighted")
+        losses = method.exit_losses([torch.zeros(2, 4)] * 3, torch.tensor([0, 1]), StepContext(0, 1, 0, "joint"))
+        assert torch.allclose(losses, torch.tensor([1.0, 2.0, 3.0]) / 6 * torch.log(torch.tensor(4.0)))
+    finally:
+        METHODS._entries.pop("deep_weighted", None)
+        sys.modules.pop("deep_weighted", None)

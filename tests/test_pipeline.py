@@ -22,13 +22,14 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
     first = dvc(folder, "repro").stdout
     assert stages_run(first) == {"prepare@tiny", "train@tiny-joint-0", "train@tiny-branchynet-0",
                                  "evaluate@tiny-joint-0", "evaluate@tiny-branchynet-0", "tune@tiny-joint-0",
-                                 "tune@tiny-branchynet-0", "aggregate"}
+                                 "tune@tiny-branchynet-0", "aggregate", "figures"}
     metrics = json.loads((folder / "results/metrics.json").read_text())
     assert set(metrics["tiny"]) == {"joint", "branchynet"}
     assert 0.25 < metrics["tiny"]["joint"]["deepest_exit_test_accuracy"] <= 1.0
     assert "FLOPs" in metrics["flops_unit"]
     assert 0.0 < metrics["tiny"]["joint"]["budget_0.5"]["test_flops_fraction"] <= 1.0
-    for name in ("per_exit.csv", "summary.csv", "threshold_curves.csv", "budgets.csv", "pareto.csv"):
+    for name in ("per_exit.csv", "summary_exits.csv", "summary_budgets.csv", "threshold_curves.csv", "budgets.csv",
+                 "pareto.csv", "grad_stats.csv", "calibration.csv", "significance.csv", "runs.csv"):
         assert (folder / "results" / name).stat().st_size > 0
 
     assert json.loads(dvc(folder, "status", "--json").stdout) == {}
@@ -38,7 +39,7 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
     params["methods"]["branchynet"]["label_smoothing"] = 0.1
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert stages_run(dvc(folder, "repro").stdout) == {"train@tiny-branchynet-0", "evaluate@tiny-branchynet-0",
-                                                       "tune@tiny-branchynet-0", "aggregate"}
+                                                       "tune@tiny-branchynet-0", "aggregate", "figures"}
     assert json.loads(dvc(folder, "status", "--json").stdout) == {}
     metrics_json = json.loads(dvc(folder, "metrics", "show", "--json").stdout)
     assert metrics_json  # declared to DVC
@@ -49,6 +50,6 @@ def test_profiles_compose_onto_the_real_params():
 
     smoke = profile_params(ROOT, "smoke")
     real = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert smoke["grid"]["datasets"] == ["tiny", "fashion_mnist", "indian_pines"]
-    assert smoke["train"]["fashion_mnist"]["epochs"] == 1
-    assert smoke["train"]["fashion_mnist"]["model"] == real["train"]["fashion_mnist"]["model"]
+    assert smoke["grid"]["datasets"] == ["tiny"] and smoke["grid"]["methods"] == real["grid"]["methods"]
+    assert smoke["train"]["tiny"]["epochs"] == 3
+    assert smoke["train"]["tiny"]["model"] == real["train"]["tiny"]["model"]

@@ -1,12 +1,17 @@
-"""Aggregate per-run metrics, threshold evaluations and budget tuning of the current grid into tidy tables."""
+"""Aggregate every run of the current grid into tidy tables: per run (per_exit, budgets, grad_stats,
+calibration, threshold_curves, pareto) and across seeds (summary_exits, summary_budgets, significance)
+with 95 % t-intervals and paired tests against the reference method."""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from bench.analyse.stats import holm, paired_test, t_interval
 from bench.errors import BenchError
 from bench.io import read_json, write_csv, write_json
 from bench.paths import RESULTS, eval_path, tune_dir
+
+BUDGET_METRICS = ("test_accuracy", "test_flops_fraction", "test_expected_flops", "test_early_exit_accuracy")
 
 
 def grid_runs(grid: dict):
@@ -23,60 +28,106 @@ def required(path):
 
 
 def collect(grid: dict) -> dict[str, pd.DataFrame]:
-    runs, curves, budgets, pareto = [], [], [], []
+    tables: dict[str, list] = {name: [] for name in ("per_exit", "threshold_curves", "budgets", "pareto",
+                                                     "grad_stats", "calibration", "runs")}
     for dataset, method, seed in grid_runs(grid):
+        key = {"dataset": dataset, "method": method, "seed": seed}
         evaluation = read_json(required(eval_path(dataset, method, seed)))
         metrics = evaluation["run"]
         costs = metrics["exit_costs"]
+        tables["runs"].append({**key, "seconds_per_epoch": metrics["time"]["seconds_per_epoch"],
+                               "epochs": metrics["time"]["epochs"], "torch": metrics["environment"]["packages"]["torch"],
+                               "threads": metrics["environment"]["torch_threads"], "device": metrics["environment"]["device"],
+                               "git_commit": metrics["environment"]["git_commit"], "exit_policy": metrics["method"]["exit_policy"],
+                               **{f"{s}_size": n for s, n in metrics["data"]["sizes"].items()}})
         for k in range(metrics["num_exits"]):
-            runs.append({"dataset": dataset, "method": method, "seed": seed, "exit": k,
-                         "test_accuracy": metrics["per_exit"]["test"]["accuracy"][k],
-                         "val_accuracy": metrics["per_exit"]["val"]["accuracy"][k],
-                         "cumulative_flops": costs["flops"][k], "cumulative_macs": costs["macs"][k],
-                         "flops_unit": costs["unit"], "counter": costs["counter"],
-                         "seconds_per_epoch": metrics["time"]["seconds_per_epoch"]})
-        curves.extend(evaluation["rows"])
+            calibration = evaluation["calibration"][k]
+            tables["per_exit"].append({**key, "exit": k, "test_accuracy": metrics["per_exit"]["test"]["accuracy"][k],
+                                       "val_accuracy": metrics["per_exit"]["val"]["accuracy"][k],
+                                       "test_ece": calibration["ece"], "cumulative_flops": costs["flops"][k],
+                                       "cumulative_macs": costs["macs"][k], "flops_unit": costs["unit"],
+                                       "counter": costs["counter"]})
+            for b in range(calibration["bins"]):
+                tables["calibration"].append({**key, "exit": k, "bin": b, "count": calibration["count"][b],
+                                              "confidence": calibration["confidence"][b],
+                                              "accuracy": calibration["accuracy"][b]})
+        tables["threshold_curves"].extend(evaluation["rows"])
+        tables["grad_stats"].extend({**key, **row} for row in evaluation["grad_stats"])
         folder = tune_dir(dataset, method, seed)
         tuning = read_json(required(folder / "tuning.json"))
         for row in tuning["budgets"]:
-            base = {"dataset": dataset, "method": method, "seed": seed, "policy": tuning["policy"],
-                    "budget": row["budget"], "calibrator": row["calibrator"], "feasible": row["feasible"]}
+            base = {**key, "policy": tuning["policy"], "budget": row["budget"], "calibrator": row["calibrator"],
+                    "feasible": row["feasible"]}
             if row["feasible"]:
-                base.update({f"{split}_{key}": row[split][key] for split in ("val", "test")
-                             for key in ("accuracy", "flops_fraction", "expected_flops", "early_exit_accuracy")})
+                base.update({f"{split}_{name}": row[split][name] for split in ("val", "test")
+                             for name in ("accuracy", "flops_fraction", "expected_flops", "early_exit_accuracy")})
                 base.update({f"test_exit{k}_fraction": f for k, f in enumerate(row["test"]["exit_fractions"])})
+                base.update({f"test_exit{k}_accuracy": a for k, a in enumerate(row["test"]["accuracy_of_exited"])})
                 base["test_cost_minus_budget"] = row["test_cost_minus_budget"]
-            budgets.append(base)
-        pareto.append(pd.read_csv(required(folder / "pareto.csv")))
-    return {"per_exit": pd.DataFrame(runs), "threshold_curves": pd.DataFrame(curves),
-            "budgets": pd.DataFrame(budgets), "pareto": pd.concat(pareto, ignore_index=True)}
+            tables["budgets"].append(base)
+        tables["pareto"].append(pd.read_csv(required(folder / "pareto.csv")))
+    frames = {name: pd.DataFrame(rows) for name, rows in tables.items() if name != "pareto"}
+    frames["pareto"] = pd.concat(tables["pareto"], ignore_index=True)
+    frames["threshold_curves"] = frames["threshold_curves"].drop(columns=["exit_fractions", "accuracy_of_exited"])
+    return frames
 
 
-def aggregate(grid: dict) -> dict:
-    tables = collect(grid)
-    runs = tables["per_exit"]
-    curves = tables["threshold_curves"].drop(columns=["exit_fractions", "accuracy_of_exited"])
-    write_csv(RESULTS / "per_exit.csv", runs)
-    write_csv(RESULTS / "threshold_curves.csv", curves)
-    write_csv(RESULTS / "budgets.csv", tables["budgets"])
-    write_csv(RESULTS / "pareto.csv", tables["pareto"])
-    deepest = runs[runs["exit"] == runs.groupby(["dataset", "method"])["exit"].transform("max")]
-    summary = (runs.groupby(["dataset", "method", "exit"])
-               .agg(test_accuracy_mean=("test_accuracy", "mean"), test_accuracy_std=("test_accuracy", "std"),
-                    seeds=("seed", "nunique"), cumulative_flops=("cumulative_flops", "first"),
-                    seconds_per_epoch=("seconds_per_epoch", "mean"))
-               .reset_index())
-    write_csv(RESULTS / "summary.csv", summary)
-    tuned = tables["budgets"]
-    tuned = tuned[(tuned["calibrator"] == "optuna_per_exit") & tuned["feasible"]]
-    metrics: dict = {"flops_unit": runs["flops_unit"].iloc[0], "counter": runs["counter"].iloc[0]}
-    for (dataset, method), group in deepest.groupby(["dataset", "method"]):
-        entry = {"deepest_exit_test_accuracy": float(group["test_accuracy"].mean()),
-                 "deepest_exit_flops": int(group["cumulative_flops"].iloc[0]),
-                 "seeds": int(group["seed"].nunique())}
-        for budget, rows in tuned[(tuned["dataset"] == dataset) & (tuned["method"] == method)].groupby("budget"):
-            entry[f"budget_{budget:g}"] = {"test_accuracy": float(rows["test_accuracy"].mean()),
-                                           "test_flops_fraction": float(rows["test_flops_fraction"].mean())}
-        metrics.setdefault(dataset, {})[method] = entry
+def interval_rows(frame: pd.DataFrame, by: list[str], metrics) -> pd.DataFrame:
+    rows = []
+    for keys, group in frame.groupby(by, sort=True):
+        for metric in metrics:
+            values = group[metric].dropna().to_numpy()
+            mean, low, high = t_interval(values)
+            rows.append({**dict(zip(by, keys)), "metric": metric, "mean": mean, "ci_low": low, "ci_high": high,
+                         "n": len(values)})
+    return pd.DataFrame(rows)
+
+
+def significance(per_exit: pd.DataFrame, budgets: pd.DataFrame, reference: str, alpha: float) -> pd.DataFrame:
+    """Every method vs the reference, paired by seed, per dataset; Holm over each dataset's family."""
+    deepest = per_exit[per_exit["exit"] == per_exit.groupby(["dataset", "method"])["exit"].transform("max")]
+    long = [deepest.assign(comparison="deepest exit", value=deepest["test_accuracy"])]
+    for metric in ("test_accuracy", "test_early_exit_accuracy"):
+        long.append(budgets.assign(comparison=budgets["budget"].map(lambda b: f"{metric} at budget {b:g}"),
+                                   value=budgets[metric]))
+    long = pd.concat(long)[["dataset", "method", "seed", "comparison", "value"]].dropna()
+    rows = []
+    for (dataset, comparison), group in long.groupby(["dataset", "comparison"]):
+        ref = group[group["method"] == reference].set_index("seed")["value"]
+        for method, other in group[group["method"] != reference].groupby("method"):
+            paired = other.set_index("seed")["value"].to_frame("value").join(ref.rename("reference"), how="inner")
+            rows.append({"dataset": dataset, "comparison": comparison, "method": method, "reference": reference,
+                         **paired_test(paired["value"].to_numpy(), paired["reference"].to_numpy())})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["p_holm"] = float("nan")
+    for dataset, index in table.groupby("dataset").groups.items():
+        table.loc[index, "p_holm"] = holm(table.loc[index, "p_value"].to_numpy())
+    table["significant"] = (table["p_holm"] < alpha) & (table["n"] >= 3)
+    table["note"] = table["n"].map(lambda n: "fewer than 3 paired seeds: not tested" if n < 3 else
+                                   ("few seeds: low power" if n < 5 else ""))
+    return table
+
+
+def aggregate(grid: dict, analyse: dict) -> dict:
+    frames = collect(grid)
+    for name, frame in frames.items():
+        write_csv(RESULTS / f"{name}.csv", frame)
+    per_exit, budgets = frames["per_exit"], frames["budgets"]
+    tuned = budgets[(budgets["calibrator"] == "optuna_per_exit") & budgets["feasible"]]
+    exit_summary = interval_rows(per_exit, ["dataset", "method", "exit"], ("test_accuracy", "test_ece"))
+    fraction_columns = [c for c in tuned.columns if c.startswith("test_exit")]
+    budget_summary = interval_rows(tuned, ["dataset", "method", "budget"], (*BUDGET_METRICS, *fraction_columns))
+    write_csv(RESULTS / "summary_exits.csv", exit_summary)
+    write_csv(RESULTS / "summary_budgets.csv", budget_summary)
+    write_csv(RESULTS / "significance.csv", significance(per_exit, tuned, analyse["reference"], analyse["alpha"]))
+
+    metrics: dict = {"flops_unit": per_exit["flops_unit"].iloc[0], "counter": per_exit["counter"].iloc[0]}
+    deepest = exit_summary[exit_summary["exit"] == exit_summary.groupby(["dataset", "method"])["exit"].transform("max")]
+    for row in deepest[deepest["metric"] == "test_accuracy"].itertuples():
+        metrics.setdefault(row.dataset, {})[row.method] = {"deepest_exit_test_accuracy": row.mean, "seeds": row.n}
+    for row in budget_summary[budget_summary["metric"].isin(["test_accuracy", "test_flops_fraction"])].itertuples():
+        metrics[row.dataset][row.method].setdefault(f"budget_{row.budget:g}", {})[row.metric] = row.mean
     write_json(RESULTS / "metrics.json", metrics)
     return metrics

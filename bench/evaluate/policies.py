@@ -82,7 +82,7 @@ def learned_gate(logits: torch.Tensor, extras: dict) -> torch.Tensor:
 
 register_policy(Policy("max_softmax", max_softmax, 0.0, 1.0))
 register_policy(Policy("entropy", entropy_confidence, 0.0, 1.0))
-register_policy(Policy("patience", patience, 1.0, 8.0, integer=True))
+register_policy(Policy("patience", patience, 0.0, 8.0, integer=True))
 register_policy(Policy("beem", beem, 0.0, 4.0))
 register_policy(Policy("learned_gate", learned_gate, 0.0, 1.0, needs=("gate_exit_prob",)))
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import torch
 
+from bench.analyse.stats import calibration_bins
 from bench.errors import BenchError
 from bench.evaluate.policies import POLICIES, evaluate_policy, exit_indices
 from bench.io import read_json
@@ -39,5 +41,15 @@ def evaluate_run(run_dir: Path, policies: list[str], thresholds: list[float]) ->
                                          exit_indices(scores, t), flops)
                 rows.append({**metrics["run"], "policy": name, "own_policy": name == own, "threshold": t,
                              "split": split, **result})
-    run = {key: metrics[key] for key in ("run", "num_exits", "exit_costs", "per_exit", "time", "method")}
-    return {"run": run, "rows": rows, "skipped_policies": skipped}
+    run = {key: metrics[key] for key in ("run", "num_exits", "exit_costs", "per_exit", "time", "method", "data",
+                                         "settings", "environment")}
+    test = logits["test"]
+    probs = test["logits"].softmax(-1)
+    calibration = [calibration_bins(probs[k].amax(-1).numpy(), (probs[k].argmax(-1) == test["labels"]).numpy())
+                   for k in range(probs.shape[0])]
+    try:
+        grad_stats = pd.read_csv(run_dir / "grad_stats.csv").to_dict("records")
+    except pd.errors.EmptyDataError:  # a run too short for one measurement
+        grad_stats = []
+    return {"run": run, "rows": rows, "skipped_policies": skipped, "calibration": calibration,
+            "grad_stats": grad_stats}
