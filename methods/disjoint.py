@@ -47,19 +47,27 @@ class Disjoint(Method):
     choices = {"backbone_fraction": "ours: share of the epochs for the backbone phase (0.5); rounded, each phase ≥ 1 "
                                     "epoch; with 1 epoch only the backbone phase runs",
                "loss": "heads phase: Σ CE with weight 1 per early exit (EE-Tuning default weight, SDN IC-only)",
-               "training": "each phase gets a fresh AdamW + cosine schedule (engine); BatchNorm running statistics of "
-                           "frozen blocks still update in the heads phase (engine runs the model in train mode)"}
+               "training": "each phase gets a fresh AdamW + cosine schedule (engine); frozen blocks keep their "
+                           "BatchNorm running statistics (engine)"}
+    second_phase = "heads"
 
     def __init__(self, params, num_exits, num_classes):
         super().__init__(params, num_exits, num_classes)
         split_epochs(2, self.params["backbone_fraction"], f"methods.{self.name}.backbone_fraction")
 
+    def second_phase_parameters(self, model, extra):
+        return early_heads(model, extra)
+
+    def second_phase_losses(self, logits, targets):
+        return torch.stack([F.cross_entropy(z, targets) for z in logits[:-1]] + [0.0 * logits[-1].sum()])
+
     def phases(self, epochs):
         first, second = split_epochs(epochs, self.params["backbone_fraction"], f"methods.{self.name}.backbone_fraction")
-        phases = [Phase("backbone", first, backbone_and_final_head), Phase("heads", second, early_heads)]
+        phases = [Phase("backbone", first, backbone_and_final_head),
+                  Phase(self.second_phase, second, self.second_phase_parameters)]
         return [p for p in phases if p.epochs > 0]
 
     def exit_losses(self, logits, targets, ctx):
         if ctx.phase == "backbone":
             return final_exit_losses(logits, targets)
-        return torch.stack([F.cross_entropy(z, targets) for z in logits[:-1]] + [0.0 * logits[-1].sum()])
+        return self.second_phase_losses(logits, targets)
