@@ -44,6 +44,8 @@ def cmd_train(args, params) -> None:
                    common=params["train"]["common"], settings=section_for(params, "train", args.dataset))
     data = load_prepared(args.dataset, DATASETS)
     metrics = train_run(spec, data, run_dir(args.dataset, args.method, args.seed), progress=not args.quiet)
+    if metrics["status"] == "failed":  # recorded; later stages report the run as failed
+        return
     accs = " ".join(f"{a:.4f}" for a in metrics["per_exit"]["test"]["accuracy"])
     print(f"trained {args.method} on {args.dataset} seed {args.seed}: test acc per exit {accs}; "
           f"{metrics['time']['seconds_per_epoch']:.1f} s/epoch")
@@ -57,7 +59,8 @@ def cmd_evaluate(args, params) -> None:
     evaluate = params["evaluate"]
     result = evaluate_run(run_dir(args.dataset, args.method, args.seed), evaluate["policies"], evaluate["thresholds"])
     write_json(eval_path(args.dataset, args.method, args.seed), result)
-    print(f"evaluated {args.method} on {args.dataset} seed {args.seed}: {len(result['rows'])} threshold rows")
+    print(f"evaluated {args.method} on {args.dataset} seed {args.seed}: "
+          + (f"{len(result['rows'])} threshold rows" if result["status"] == "ok" else f"failed run ({result['reason']})"))
 
 
 def cmd_tune(args, params) -> None:

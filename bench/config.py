@@ -18,7 +18,7 @@ from bench.train.method import METHODS
 SECTIONS = ("grid", "prepare", "train", "methods", "evaluate", "tune", "analyse")
 GRID_DEFAULTS = {"methods": ["joint"], "datasets": ["tiny"], "seeds": [0]}
 COMMON_DEFAULTS = {"threads": 2, "device": "cpu", "channels_last": True, "grad_stats_every": 50,
-                   "eval_batch_size": 1024}
+                   "eval_batch_size": 1024, "max_grad_norm": 1.0e4}
 DATASET_TRAIN_DEFAULTS = {"model": {}, "epochs": 1, "batch_size": 128, "lr": 0.002, "weight_decay": 0.0005,
                           "augment": True}
 EVALUATE_DEFAULTS = {"policies": ["max_softmax"], "thresholds": [0.5]}
@@ -76,6 +76,7 @@ def validate(params: object) -> dict:
     resolved["train"]["common"] = common = check_section(COMMON_DEFAULTS, train.get("common"), "train.common")
     require(common["device"] in DEVICES, "train.common.device", " | ".join(DEVICES), common["device"])
     require(common["threads"] >= 1, "train.common.threads", "an integer >= 1", common["threads"])
+    require(common["max_grad_norm"] > 0, "train.common.max_grad_norm", "a number > 0", common["max_grad_norm"])
     require(common["grad_stats_every"] >= 1, "train.common.grad_stats_every", "an integer >= 1", common["grad_stats_every"])
     for name, given in train.items():
         if name == "common":

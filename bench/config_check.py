@@ -32,6 +32,11 @@ def check_value(default: object, value: object, where: str) -> None:
         raise BenchError(f"{where} must be {expected}, got {type_name(value)} {value!r}")
 
 
+def key_path(where: str, key: object) -> str:
+    """where.key for plain names; where[<repr>] for anything else (so messages stay on one line)."""
+    return f"{where}.{key}" if isinstance(key, str) and key.isidentifier() else f"{where}[{key!r}]"
+
+
 def check_section(defaults: dict, given: dict | None, where: str) -> dict:
     """Return defaults updated with `given`; unknown keys and wrong types are one-line errors."""
     given = {} if given is None else given
@@ -39,6 +44,6 @@ def check_section(defaults: dict, given: dict | None, where: str) -> dict:
         raise BenchError(f"{where} must be a mapping, got {type_name(given)} {given!r}")
     for key, value in given.items():
         if key not in defaults:
-            raise BenchError(f"unknown parameter {where}.{key}; valid keys: {', '.join(sorted(defaults)) or '(none)'}")
+            raise BenchError(f"unknown parameter {key_path(where, key)}; valid keys: {', '.join(sorted(defaults)) or '(none)'}")
         check_value(defaults[key], value, f"{where}.{key}")
     return {**defaults, **given}

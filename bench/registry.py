@@ -34,7 +34,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str, where: str = "") -> T:
         self._ensure_discovered()
-        if name not in self._entries:
+        if not isinstance(name, str) or name not in self._entries:
             raise choices_error(self.kind, name, self.names(), where)
         return self._entries[name]
 

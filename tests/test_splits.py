@@ -109,7 +109,24 @@ def test_missing_indian_pines_folder_is_named(tmp_path, real_params):
 
 def test_prepared_file_tampering_is_detected(tmp_path, tiny_params):
     prepare_dataset("tiny", tiny_params["prepare"]["tiny"], tmp_path)
-    with open(tmp_path / "tiny" / "data.pt", "ab") as fh:
-        fh.write(b"x")
+    path = tmp_path / "tiny" / "data.pt"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped byte inside the stored tensors
+    path.write_bytes(bytes(raw))
+    with pytest.raises(BenchError, match="corrupt|does not match its manifest checksum"):
+        load_prepared("tiny", tmp_path)
+
+
+def test_tensor_change_in_prepared_file_is_detected(tmp_path, tiny_params):
+    prepare_dataset("tiny", tiny_params["prepare"]["tiny"], tmp_path)
+    payload = torch.load(tmp_path / "tiny" / "data.pt", weights_only=True)
+    payload["labels"]["test"][0] += 1
+    torch.save(payload, tmp_path / "tiny" / "data.pt")
     with pytest.raises(BenchError, match="does not match its manifest checksum"):
         load_prepared("tiny", tmp_path)
+
+
+def test_preparing_twice_gives_the_same_content_checksum(tmp_path, tiny_params):
+    first = prepare_dataset("tiny", tiny_params["prepare"]["tiny"], tmp_path / "a")
+    second = prepare_dataset("tiny", tiny_params["prepare"]["tiny"], tmp_path / "b")
+    assert first["data_sha256"] == second["data_sha256"]

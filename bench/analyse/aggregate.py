@@ -29,10 +29,13 @@ def required(path):
 
 def collect(grid: dict) -> dict[str, pd.DataFrame]:
     tables: dict[str, list] = {name: [] for name in ("per_exit", "threshold_curves", "budgets", "pareto",
-                                                     "grad_stats", "calibration", "runs")}
+                                                     "grad_stats", "calibration", "runs", "failed_runs")}
     for dataset, method, seed in grid_runs(grid):
         key = {"dataset": dataset, "method": method, "seed": seed}
         evaluation = read_json(required(eval_path(dataset, method, seed)))
+        if evaluation["status"] == "failed":  # reported, never averaged in
+            tables["failed_runs"].append({**key, "reason": evaluation["reason"]})
+            continue
         metrics = evaluation["run"]
         costs = metrics["exit_costs"]
         tables["runs"].append({**key, "seconds_per_epoch": metrics["time"]["seconds_per_epoch"],
@@ -67,6 +70,9 @@ def collect(grid: dict) -> dict[str, pd.DataFrame]:
             tables["budgets"].append(base)
         tables["pareto"].append(pd.read_csv(required(folder / "pareto.csv")))
     frames = {name: pd.DataFrame(rows) for name, rows in tables.items() if name != "pareto"}
+    frames["failed_runs"] = pd.DataFrame(tables["failed_runs"], columns=["dataset", "method", "seed", "reason"])
+    if frames["per_exit"].empty:
+        raise BenchError("every run of the grid failed; see results/runs/*/*/*/metrics.json for the reasons")
     frames["pareto"] = pd.concat(tables["pareto"], ignore_index=True)
     frames["threshold_curves"] = frames["threshold_curves"].drop(columns=["exit_fractions", "accuracy_of_exited"])
     return frames
@@ -123,7 +129,8 @@ def aggregate(grid: dict, analyse: dict) -> dict:
     write_csv(RESULTS / "summary_budgets.csv", budget_summary)
     write_csv(RESULTS / "significance.csv", significance(per_exit, tuned, analyse["reference"], analyse["alpha"]))
 
-    metrics: dict = {"flops_unit": per_exit["flops_unit"].iloc[0], "counter": per_exit["counter"].iloc[0]}
+    metrics: dict = {"flops_unit": per_exit["flops_unit"].iloc[0], "counter": per_exit["counter"].iloc[0],
+                     "failed_runs": len(frames["failed_runs"])}
     deepest = exit_summary[exit_summary["exit"] == exit_summary.groupby(["dataset", "method"])["exit"].transform("max")]
     for row in deepest[deepest["metric"] == "test_accuracy"].itertuples():
         metrics.setdefault(row.dataset, {})[row.method] = {"deepest_exit_test_accuracy": row.mean, "seeds": row.n}

@@ -62,6 +62,9 @@ def write_report(results: Path, figures: Path, params: dict) -> Path:
                   + ", ".join(f"exit {k}: {r.cumulative_flops:,} FLOPs = {r.cumulative_macs:,} MACs" for k, r in flops.iterrows()),
                   f"- mean time per epoch: {group['seconds_per_epoch'].mean():.1f} s "
                   f"(torch {first['torch']}, {first['threads']} threads, {first['device']}, commit {first['git_commit']})", ""]
+    failed = pd.read_csv(results / "failed_runs.csv") if (results / "failed_runs.csv").is_file() else pd.DataFrame()
+    if len(failed):
+        lines += ["## Failed runs (excluded from every table)", "", markdown(failed), ""]
     lines += ["## Headline results", "",
               "Mean over seeds with a 95 % Student-t interval in brackets (none with one seed). Budgets are expected "
               "FLOPs as a fraction of the deepest exit's; thresholds were chosen by Optuna on validation and applied "

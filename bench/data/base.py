@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -10,7 +11,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.data.sources import sha256_file
 from bench.data.splits import stratified_subset
 from bench.errors import BenchError
 from bench.io import read_json, save_torch, write_json
@@ -53,6 +53,17 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS.get(name)
 
 
+def payload_digest(payload: dict) -> str:
+    """SHA-256 of the prepared tensors' content (torch.save files differ byte-wise between identical saves)."""
+    digest = hashlib.sha256()
+    for group in ("arrays", "labels", "shared"):
+        for key in sorted(payload[group]):
+            tensor = payload[group][key].contiguous()
+            digest.update(f"{group}/{key}/{tensor.dtype}/{tuple(tensor.shape)}".encode())
+            digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
 def prepare_dataset(name: str, params: dict, root: Path) -> dict:
     """Run the dataset's `prepare`, take the configured subsets, and write data.pt + manifest.json."""
     spec = get_dataset(name)
@@ -81,7 +92,7 @@ def prepare_dataset(name: str, params: dict, root: Path) -> dict:
         "extra": prepared.extra,
         "sources": prepared.sources,
         "notes": prepared.notes,
-        "data_sha256": sha256_file(out / "data.pt"),
+        "data_sha256": payload_digest(payload),  # content checksum, verified by every later stage
     }
     write_json(out / "manifest.json", manifest)
     return manifest
@@ -136,9 +147,12 @@ def load_prepared(name: str, root: Path) -> PreparedDataset:
     if not manifest_path.is_file() or not data_path.is_file():
         raise BenchError(f"prepared dataset {folder} is missing; {how}")
     manifest = read_json(manifest_path)
-    if sha256_file(data_path) != manifest["data_sha256"]:
+    try:
+        payload = torch.load(data_path, weights_only=True)
+    except Exception:  # a damaged zip raises several types
+        raise BenchError(f"prepared file {data_path} is corrupt; {how}") from None
+    if payload_digest(payload) != manifest["data_sha256"]:
         raise BenchError(f"prepared file {data_path} does not match its manifest checksum; {how}")
-    payload = torch.load(data_path, weights_only=True)
     splits = {s: Split(payload["kind"], payload["arrays"][s], payload["labels"][s], manifest["extra"], payload["shared"])
               for s in SPLITS}
     return PreparedDataset(name, manifest, splits)

@@ -13,16 +13,25 @@ from bench.evaluate.policies import POLICIES, evaluate_policy, exit_indices
 from bench.io import read_json
 
 
+def read_run_metrics(run_dir: Path) -> dict:
+    """A finished run's metrics.json (status "ok", with logits.pt beside it) or its failure record."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise BenchError(f"{path} is missing (the training run did not finish); rerun its train stage with `dvc repro`")
+    metrics = read_json(path)
+    if metrics.get("status") != "failed" and not (run_dir / "logits.pt").is_file():
+        raise BenchError(f"{run_dir / 'logits.pt'} is missing; rerun the train stage of {run_dir} with `dvc repro`")
+    return metrics
+
+
 def evaluate_run(run_dir: Path, policies: list[str], thresholds: list[float]) -> dict:
     """The run's own summary (per-exit accuracy, exit costs, timing) plus one row per policy, split and
     threshold; the aggregate stage reads only these files. `thresholds` are positions in each policy's
     threshold range (0 → low, 1 → high): for max_softmax and entropy that is the threshold itself.
     Policies that need outputs the method does not produce (learned gates) are listed as skipped."""
-    for name in ("metrics.json", "logits.pt"):
-        if not (run_dir / name).is_file():
-            raise BenchError(f"{run_dir / name} is missing (the training run did not finish); "
-                             "rerun its train stage with `dvc repro`")
-    metrics = read_json(run_dir / "metrics.json")
+    metrics = read_run_metrics(run_dir)
+    if metrics.get("status") == "failed":
+        return {"status": "failed", "run": metrics["run"], "reason": metrics["reason"]}
     flops = metrics["exit_costs"]["flops"]
     logits = torch.load(run_dir / "logits.pt", weights_only=True)
     own = metrics["method"]["exit_policy"]
@@ -51,5 +60,5 @@ def evaluate_run(run_dir: Path, policies: list[str], thresholds: list[float]) ->
         grad_stats = pd.read_csv(run_dir / "grad_stats.csv").to_dict("records")
     except pd.errors.EmptyDataError:  # a run too short for one measurement
         grad_stats = []
-    return {"run": run, "rows": rows, "skipped_policies": skipped, "calibration": calibration,
+    return {"status": "ok", "run": run, "rows": rows, "skipped_policies": skipped, "calibration": calibration,
             "grad_stats": grad_stats}

@@ -80,7 +80,54 @@ def exit_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> list[float]:
     return (logits.argmax(-1) == labels).float().mean(1).tolist()
 
 
+def source_digest(method: Method) -> str:
+    """Hash of the code that shapes the weights: the engine, the models and the method's own module."""
+    import hashlib
+    import inspect
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "train").glob("*.py")) + sorted((root / "models").glob("*.py"))
+    files.append(Path(inspect.getfile(type(method))))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_fingerprint(spec: RunSpec, data: PreparedDataset, method: Method) -> str:
+    """A checkpoint is resumed only by the run that wrote it: same settings, data and code."""
+    import hashlib
+    import json
+
+    payload = json.dumps({"spec": spec.__dict__, "data": data.manifest["data_sha256"], "code": source_digest(method)},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+    if not path.is_file():
+        return None
+    state = torch.load(path, weights_only=False)
+    if state.get("fingerprint") != fingerprint:
+        print(f"ignoring {path}: written by a run with other settings, data or code", flush=True)
+        return None
+    return state
+
+
+def fail(out_dir: Path, spec: RunSpec, reason: str, epoch: int, step: int) -> dict:
+    """Stop a diverged run: a failure record in place of the metrics, so later stages report it as failed."""
+    record = {"status": "failed", "reason": reason, "epoch": epoch + 1, "step": step,
+              "run": {"dataset": spec.dataset, "method": spec.method, "seed": spec.seed}}
+    for name in ("logits.pt", "model.pt", "checkpoint.pt"):
+        (out_dir / name).unlink(missing_ok=True)
+    write_json(out_dir / "metrics.json", record)
+    print(f"FAILED {spec.method} on {spec.dataset} seed {spec.seed}: {reason}", flush=True)
+    return record
+
+
 def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: bool = True) -> dict:
+    """Train one run; resume from `out_dir/checkpoint.pt` when it was written by this very run (a killed
+    process loses at most the epoch in progress, and the result is bit-identical to an uninterrupted run)."""
     common, settings = spec.common, spec.settings
     gen = seed_everything(spec.seed, common["threads"])
     device = resolve_device(common["device"])
@@ -100,18 +147,41 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
     labels = train.labels
     batch_size, epochs = settings["batch_size"], settings["epochs"]
     steps_per_epoch = math.ceil(len(train) / batch_size)
+    fingerprint = run_fingerprint(spec, data, method)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").unlink(missing_ok=True)  # a stale record must not outlive this run
 
     step_log, grad_log, epoch_log = [], [], []
-    step, epoch = 0, 0
-    started = time.perf_counter()
-    for phase in method.phases(epochs):
+    step, done, elapsed = 0, 0, 0.0
+    state = load_checkpoint(out_dir / "checkpoint.pt", fingerprint)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        if extra is not None:
+            extra.load_state_dict(state["extra"])
+        method.load_state_dict(state["method"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        step_log, grad_log, epoch_log = state["step_log"], state["grad_log"], state["epoch_log"]
+        step, done, elapsed = state["step"], state["epoch"], state["train_seconds"]
+        print(f"resuming {spec.method}/{spec.dataset}/s{spec.seed} after epoch {done}/{epochs}", flush=True)
+    started = time.perf_counter() - elapsed
+    epoch = 0
+    for phase_index, phase in enumerate(method.phases(epochs)):
+        if epoch + phase.epochs <= done:  # finished before the checkpoint
+            epoch += phase.epochs
+            continue
         params = phase.trainable(model, extra)
         trainable = {id(p) for p in params}
         for p in all_parameters(model, extra):
             p.requires_grad_(id(p) in trainable)
         optimizer = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=phase.epochs * steps_per_epoch)
-        for phase_epoch in range(phase.epochs):
+        first = done - epoch if done > epoch else 0
+        if first > 0:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        epoch += first
+        for phase_epoch in range(first, phase.epochs):
             set_mode(True, model, extra)
             epoch_start = time.perf_counter()
             order = torch.randperm(len(train), generator=gen)
@@ -129,17 +199,22 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
                 losses = method.exit_losses(logits, y, ctx)
                 loss = losses.sum()
                 if not torch.isfinite(loss):
-                    raise BenchError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1} step {step} "
-                                     f"({spec.method} on {spec.dataset}, seed {spec.seed}); lower train.{spec.dataset}.lr")
+                    return fail(out_dir, spec, f"training diverged: loss is {loss.item()} at epoch {epoch + 1} step "
+                                f"{step}; lower train.{spec.dataset}.lr", epoch, step)
                 if step % common["grad_stats_every"] == 0:
                     for row in per_exit_gradient_stats(model, logits, losses):
                         grad_log.append({"step": step, "epoch": epoch + 1, "phase": phase.name, **row})
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))  # measures, clips nothing
+                if not torch.isfinite(grad_norm) or grad_norm > common["max_grad_norm"]:
+                    return fail(out_dir, spec, f"gradients exploded: norm {grad_norm.item():.3g} > "
+                                f"train.common.max_grad_norm = {common['max_grad_norm']:g} at epoch {epoch + 1} "
+                                f"step {step}; lower train.{spec.dataset}.lr", epoch, step)
                 optimizer.step()
                 scheduler.step()
                 step_log.append({"step": step, "epoch": epoch + 1, "phase": phase.name,
-                                 "lr": scheduler.get_last_lr()[0], "loss": loss.item(),
+                                 "lr": scheduler.get_last_lr()[0], "loss": loss.item(), "grad_norm": grad_norm.item(),
                                  **{f"loss_exit{k}": v for k, v in enumerate(losses.tolist())}})
                 step += 1
                 if b % 20 == 0:
@@ -152,12 +227,14 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
             accs = " ".join(f"{a:.4f}" for a in val_acc)
             print(f"{spec.method}/{spec.dataset}/s{spec.seed} epoch {epoch + 1}/{epochs} ({phase.name}): "
                   f"val acc per exit {accs} ({epoch_log[-1]['seconds']:.1f}s)", flush=True)
-            save_torch(out_dir / "checkpoint.pt", {
-                "epoch": epoch + 1, "phase": phase.name, "model": model.state_dict(),
-                "extra": extra.state_dict() if extra is not None else None,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "generator": gen.get_state(), "torch_rng": torch.get_rng_state()})
             epoch += 1
+            save_torch(out_dir / "checkpoint.pt", {
+                "fingerprint": fingerprint, "epoch": epoch, "phase_index": phase_index, "step": step,
+                "model": model.state_dict(), "extra": extra.state_dict() if extra is not None else None,
+                "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "step_log": step_log, "grad_log": grad_log, "epoch_log": epoch_log,
+                "train_seconds": time.perf_counter() - started})
     train_seconds = time.perf_counter() - started
 
     logits = {s: predict(method, model, extra, data.splits[s], device, memory_format, common["eval_batch_size"])
@@ -175,6 +252,7 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
     write_csv(out_dir / "grad_stats.csv", pd.DataFrame(grad_log))
     write_csv(out_dir / "epochs.csv", pd.DataFrame(epoch_log))
     metrics = {
+        "status": "ok",
         "run": {"dataset": spec.dataset, "method": spec.method, "seed": spec.seed},
         "method": method.metadata(),
         "settings": {"common": common, "dataset": settings},

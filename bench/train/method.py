@@ -87,6 +87,15 @@ class Method:
         what exit k's classifier contributes; the gradient statistics are measured per term."""
         raise NotImplementedError
 
+    def state_dict(self) -> dict:
+        """The method's own training state, saved in every checkpoint: by default every attribute holding
+        plain values or tensors (methods with other state, e.g. their own optimiser, override this pair)."""
+        plain = (int, float, str, bool, list, tuple, dict, torch.Tensor, type(None))
+        return {k: v for k, v in vars(self).items() if isinstance(v, plain)}
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(state)
+
     def metadata(self) -> dict:
         """Recorded in each run's metrics.json: the method's source, our choices and resolved params."""
         return {**self.describe(), "params": self.params}

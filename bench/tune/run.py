@@ -11,9 +11,9 @@ import optuna
 import pandas as pd
 import torch
 
-from bench.errors import BenchError
+from bench.evaluate.thresholds import read_run_metrics
 from bench.evaluate.policies import POLICIES
-from bench.io import atomic_path, read_json, write_csv, write_json
+from bench.io import atomic_path, write_csv, write_json
 from bench.tune.cached import CachedSplit
 from bench.tune.exact import best_single_threshold, finite_threshold, single_threshold_curve
 from bench.tune.pareto import pareto_mask
@@ -23,10 +23,7 @@ from bench.tune.search import tune_thresholds
 
 def load_splits(run_dir: Path, policy_name: str) -> tuple[CachedSplit, CachedSplit, dict]:
     """Validation and test caches of one finished run for a policy ("method": the method's own)."""
-    for name in ("metrics.json", "logits.pt"):
-        if not (run_dir / name).is_file():
-            raise BenchError(f"{run_dir / name} is missing (the training run did not finish); rerun it with `dvc repro`")
-    metrics = read_json(run_dir / "metrics.json")
+    metrics = read_run_metrics(run_dir)
     logits = torch.load(run_dir / "logits.pt", weights_only=True)
     policy_name = metrics["method"]["exit_policy"] if policy_name == "method" else policy_name
     policy = POLICIES.get(policy_name, where="tune.policy")
@@ -60,6 +57,14 @@ def persist_studies(studies: list[optuna.Study], folder: Path, storage: str) -> 
 
 def tune_run(run_dir: Path, out_dir: Path, params: dict, seed: int, study_dir: Path | None = None) -> dict:
     study_dir = study_dir or out_dir
+    failure = read_run_metrics(run_dir)
+    if failure.get("status") == "failed":  # nothing to tune; the aggregate reports the run as failed
+        for name in ("pareto.csv", "operating_points.csv"):
+            write_csv(out_dir / name, pd.DataFrame(columns=["dataset", "method", "seed"]))
+        persist_studies([], study_dir, params["storage"])
+        result = {"status": "failed", "run": failure["run"], "reason": failure["reason"], "budgets": []}
+        write_json(out_dir / "tuning.json", result)
+        return result
     val, test, metrics = load_splits(run_dir, params["policy"])
     policy_name = metrics["tuned_policy"]
     policy = POLICIES.get(policy_name)
@@ -121,7 +126,7 @@ def tune_run(run_dir: Path, out_dir: Path, params: dict, seed: int, study_dir: P
     write_csv(out_dir / "operating_points.csv", frame)
 
     persist_studies(studies, study_dir, params["storage"])
-    result = {"run": metrics["run"], "policy": policy_name, "flops_unit": metrics["exit_costs"]["unit"],
+    result = {"status": "ok", "run": metrics["run"], "policy": policy_name, "flops_unit": metrics["exit_costs"]["unit"],
               "exit_flops": metrics["exit_costs"]["flops"], "budgets": budgets, "risk_control": risk,
               "exact_sweep_seconds": exact_seconds, "curve_points": int(len(curve["threshold"]))}
     write_json(out_dir / "tuning.json", result)

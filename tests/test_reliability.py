@@ -1,0 +1,152 @@
+"""Reliability: kill -9 and resume bit-identically, atomic outputs, divergence records, no leakage of
+fitted quantities from the test split."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bench.cli import main
+from bench.errors import BenchError
+from bench.io import write_json
+from bench.study import merge
+from tests.conftest import write_params
+
+LONG = {"prepare": {"tiny": {"n_train": 4096}}, "train": {"tiny": {"epochs": 10}}}
+
+
+def cli(folder, *argv):
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", *argv], cwd=folder, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(folder, *argv):
+    process = cli(folder, *argv)
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out
+    return out
+
+
+def outputs(folder):
+    run = folder / "results/runs/tiny/joint/seed0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    for volatile in ("time", "environment"):
+        metrics.pop(volatile)
+    epochs = pd.read_csv(run / "epochs.csv").drop(columns="seconds")
+    return (metrics, torch.load(run / "model.pt", weights_only=True), pd.read_csv(run / "steps.csv"),
+            pd.read_csv(run / "grad_stats.csv"), epochs)
+
+
+@pytest.mark.slow
+def test_kill_minus_9_then_resume_is_bit_identical(tmp_path, tiny_params):
+    params = merge(tiny_params, LONG)
+    folders = {name: tmp_path / name for name in ("straight", "killed")}
+    for folder in folders.values():
+        folder.mkdir()
+        write_params(folder, params)
+        finish(folder, "prepare", "--dataset", "tiny")
+    train = ("train", "--dataset", "tiny", "--method", "joint", "--seed", "0", "--quiet")
+    finish(folders["straight"], *train)
+
+    process = cli(folders["killed"], *train)
+    checkpoint = folders["killed"] / "results/runs/tiny/joint/seed0/checkpoint.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if checkpoint.is_file() and torch.load(checkpoint, weights_only=False)["epoch"] >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)  # mid-epoch: the next epoch is under way
+    process.wait()
+    killed_at = torch.load(checkpoint, weights_only=False)["epoch"]
+    assert process.returncode == -signal.SIGKILL and 3 <= killed_at < 10
+    assert not (checkpoint.parent / "metrics.json").exists()
+
+    log = finish(folders["killed"], *train)
+    assert f"resuming joint/tiny/s0 after epoch {killed_at}/10" in log
+    (m1, w1, s1, g1, e1), (m2, w2, s2, g2, e2) = outputs(folders["straight"]), outputs(folders["killed"])
+    assert m1 == m2
+    assert w1["model"].keys() == w2["model"].keys() and all(torch.equal(w1["model"][k], w2["model"][k]) for k in w1["model"])
+    assert s1.equals(s2) and g1.equals(g2) and e1.equals(e2)
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(tmp_path, tiny_params):
+    write_params(tmp_path, tiny_params)
+    finish(tmp_path, "prepare", "--dataset", "tiny")
+    train = ("train", "--dataset", "tiny", "--method", "joint", "--seed", "0", "--quiet")
+    finish(tmp_path, *train)
+    reference = outputs(tmp_path)
+    other = merge(tiny_params, {"methods": {"joint": {"label_smoothing": 0.2}}})
+    write_params(tmp_path, other)
+    finish(tmp_path, *train)  # leaves a checkpoint written under other settings
+    write_params(tmp_path, tiny_params)
+    log = finish(tmp_path, *train)
+    assert "ignoring" in log and "resuming" not in log
+    assert outputs(tmp_path)[0] == reference[0]
+
+
+def test_divergence_is_recorded_and_reported_never_averaged(in_tmp, tiny_params, capsys):
+    params = merge(tiny_params, {"grid": {"seeds": [0, 1]}})
+    write_params(in_tmp, params)
+    assert main(["prepare", "--dataset", "tiny"]) == 0
+    for seed in (0, 1):
+        for method in ("joint", "branchynet"):
+            if seed == 1 and method == "joint":
+                write_params(in_tmp, merge(params, {"train": {"tiny": {"lr": 1.0e6}}}))
+            assert main(["train", "--dataset", "tiny", "--method", method, "--seed", str(seed), "--quiet"]) == 0
+            write_params(in_tmp, params)
+            assert main(["evaluate", "--dataset", "tiny", "--method", method, "--seed", str(seed)]) == 0
+            assert main(["tune", "--dataset", "tiny", "--method", method, "--seed", str(seed)]) == 0
+    record = json.loads((in_tmp / "results/runs/tiny/joint/seed1/metrics.json").read_text())
+    assert record["status"] == "failed" and ("diverged" in record["reason"] or "exploded" in record["reason"])
+    assert not (in_tmp / "results/runs/tiny/joint/seed1/logits.pt").exists()
+    assert "FAILED joint on tiny seed 1" in capsys.readouterr().out
+    assert main(["aggregate"]) == 0
+    failed = pd.read_csv(in_tmp / "results/failed_runs.csv")
+    assert failed[["method", "seed"]].values.tolist() == [["joint", 1]]
+    per_exit = pd.read_csv(in_tmp / "results/per_exit.csv")
+    assert set(map(tuple, per_exit[["method", "seed"]].drop_duplicates().values.tolist())) == {
+        ("joint", 0), ("branchynet", 0), ("branchynet", 1)}
+    summary = pd.read_csv(in_tmp / "results/summary_exits.csv")
+    assert (summary.query("method == 'joint'")["n"] == 1).all()
+    assert json.loads((in_tmp / "results/metrics.json").read_text())["failed_runs"] == 1
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path):
+    target = tmp_path / "out" / "metrics.json"
+    with pytest.raises(TypeError):
+        write_json(target, {"bad": object()})
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_indian_pines_fitted_statistics_ignore_test_pixels(tmp_path, real_params, monkeypatch):
+    from bench.data import indian_pines
+
+    params = real_params["prepare"]["indian_pines"]
+    cube, gt, files = indian_pines.load_tensorly()
+    reference = indian_pines.prepare(params)
+    test_pixels = reference.arrays["test"]
+    perturbed = cube.astype(np.float64).copy()
+    perturbed[test_pixels[:, 0], test_pixels[:, 1]] *= 3.0
+    monkeypatch.setattr(indian_pines, "load_source", lambda source: (perturbed, gt, files))
+    monkeypatch.setattr(indian_pines, "verify_array", lambda *args: "skipped")
+    changed = indian_pines.prepare(params)
+    assert changed.extra["band_mean"] == reference.extra["band_mean"]
+    assert changed.extra["band_std"] == reference.extra["band_std"]
+    assert all(np.array_equal(changed.arrays[s], reference.arrays[s]) for s in ("train", "val", "test"))
+
+
+def test_bad_input_never_half_writes_a_run(in_tmp, tiny_params):
+    write_params(in_tmp, tiny_params)
+    assert main(["prepare", "--dataset", "tiny"]) == 0
+    write_params(in_tmp, merge(tiny_params, {"methods": {"branchynet": {"weights": [1.0, 2.0]}}}))
+    assert main(["train", "--dataset", "tiny", "--method", "branchynet", "--seed", "0"]) == 2
+    assert not (in_tmp / "results/runs/tiny/branchynet/seed0/metrics.json").exists()
+    with pytest.raises(BenchError):
+        raise BenchError("x")
