@@ -118,11 +118,21 @@ def test_divergence_is_recorded_and_reported_never_averaged(in_tmp, tiny_params,
     assert json.loads((in_tmp / "results/metrics.json").read_text())["failed_runs"] == 1
 
 
-def test_a_failed_write_leaves_nothing_behind(tmp_path):
+def test_a_write_killed_half_way_leaves_the_old_file_or_nothing(tmp_path):
+    from bench.io import atomic_path
+
     target = tmp_path / "out" / "metrics.json"
-    with pytest.raises(TypeError):
-        write_json(target, {"bad": object()})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text('{"partial": ')  # the process dies here
+            raise RuntimeError("killed")
     assert not target.exists() and list(target.parent.iterdir()) == []
+    write_json(target, {"complete": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text('{"half')
+            raise RuntimeError("killed")
+    assert json.loads(target.read_text()) == {"complete": 1} and len(list(target.parent.iterdir())) == 1
 
 
 def test_indian_pines_fitted_statistics_ignore_test_pixels(tmp_path, real_params, monkeypatch):
