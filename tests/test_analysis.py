@@ -143,3 +143,10 @@ def test_figures_and_report_from_aggregated_tables(tmp_path):
     assert "## Headline results" in report and "## Paired comparisons" in report
     assert "pareto_toy.png" in report and "FLOPs per sample" in report
     assert report.count("| hard_cgt |") >= 1
+
+
+def test_intervals_are_clipped_to_the_metric_range_and_degenerate_tests_give_no_p_value():
+    mean, low, high = t_interval([0.99, 0.999], bounds=(0.0, 1.0))
+    assert high == 1.0 and low < mean
+    result = paired_test([0.91, 0.92], [0.90, 0.91])  # identical differences: undefined t statistic
+    assert math.isnan(result["p_value"]) and result["mean_difference"] == pytest.approx(0.01)

@@ -83,7 +83,8 @@ def interval_rows(frame: pd.DataFrame, by: list[str], metrics) -> pd.DataFrame:
     for keys, group in frame.groupby(by, sort=True):
         for metric in metrics:
             values = group[metric].dropna().to_numpy()
-            mean, low, high = t_interval(values)
+            bounded = any(word in metric for word in ("accuracy", "fraction", "ece"))
+            mean, low, high = t_interval(values, bounds=(0.0, 1.0) if bounded else None)
             rows.append({**dict(zip(by, keys)), "metric": metric, "mean": mean, "ci_low": low, "ci_high": high,
                          "n": len(values)})
     return pd.DataFrame(rows)

@@ -120,13 +120,14 @@ def figure_grad_norm(dataset: str, grad_stats: pd.DataFrame, styles: dict, folde
     for row, k in enumerate(exits):
         for method, group in data[data["exit"] == k].groupby("method"):
             look = {"color": styles[method]["color"], "marker": styles[method]["marker"], "ms": 2, "lw": 1}
-            axes[row][0].plot(group["step"], group["backbone_grad_norm"], label=method, **look)
+            norms = group["backbone_grad_norm"].where(group["backbone_grad_norm"] > 0)  # 0 cannot sit on a log axis
+            axes[row][0].plot(group["step"], norms, label=method, **look)
             axes[row][1].plot(group["step"], group["effective_share"], **look)
         axes[row][0].set(yscale="log", ylabel=f"exit {k}\n‖∇ backbone‖")
         axes[row][1].set(ylim=(0, 1.05), ylabel="effective samples\n/ batch")
     axes[-1][0].set_xlabel("optimiser step")
     axes[-1][1].set_xlabel("optimiser step")
-    axes[0][0].set_title("‖gradient‖ of exit k's loss into the backbone", fontsize=9)
+    axes[0][0].set_title("‖gradient‖ of exit k's loss into the backbone (0: gap)", fontsize=9)
     axes[0][1].set_title("effective share of the batch carrying it", fontsize=9)
     axes[0][1].legend(*axes[0][0].get_legend_handles_labels(), fontsize=6, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.suptitle(f"{dataset}: per-exit gradient signal during training (mean over seeds)")

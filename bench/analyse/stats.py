@@ -1,6 +1,7 @@
 """Small, pure statistics used by the analysis (each tested against a slow, obvious reference).
 
-- Confidence intervals across seeds: Student-t, mean ± t_{0.975, n−1} · s / √n (undefined for n < 2).
+- Confidence intervals across seeds: Student-t, mean ± t_{0.975, n−1} · s / √n (undefined for n < 2),
+  clipped to the metric's range for accuracies and fractions.
 - Paired comparison against a reference method over seeds: paired t-test, effect size d_z = mean(d)/sd(d),
   Holm–Bonferroni correction over the family of comparisons of one dataset.
 - Expected calibration error: 15 equal-width confidence bins over [0, 1], Σ_b (n_b/N) |acc_b − conf_b|.
@@ -14,14 +15,18 @@ import numpy as np
 from scipy import stats
 
 
-def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, lower, upper); the bounds are NaN with fewer than two values."""
+def t_interval(values, level: float = 0.95, bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
+    """(mean, lower, upper); the bounds are NaN with fewer than two values. `bounds` clips the interval to
+    the metric's range (an accuracy interval never leaves [0, 1], however few the seeds)."""
     values = np.asarray(values, dtype=float)
     mean = float(values.mean()) if len(values) else math.nan
     if len(values) < 2:
         return mean, math.nan, math.nan
     half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return mean, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, low, high
 
 
 def paired_test(values, reference) -> dict:
@@ -32,11 +37,9 @@ def paired_test(values, reference) -> dict:
            "p_value": math.nan}
     if n >= 2:
         sd = diff.std(ddof=1)
-        if sd > 0:
+        if sd > 0:  # identical differences on every seed leave the t-test undefined: no p-value then
             out["effect_size_dz"] = float(diff.mean() / sd)
             out["p_value"] = float(stats.ttest_rel(values, reference).pvalue)
-        else:
-            out["p_value"] = 1.0 if diff.mean() == 0 else 0.0
     return out
 
 
