@@ -33,7 +33,7 @@ def collect(grid: dict) -> dict[str, pd.DataFrame]:
     for dataset, method, seed in grid_runs(grid):
         key = {"dataset": dataset, "method": method, "seed": seed}
         evaluation = read_json(required(eval_path(dataset, method, seed)))
-        if evaluation["status"] == "failed":  # reported, never averaged in
+        if evaluation.get("status") == "failed":  # reported, never averaged in
             tables["failed_runs"].append({**key, "reason": evaluation["reason"]})
             continue
         metrics = evaluation["run"]
