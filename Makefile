@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export DVC_DAEMON := 0
 
-.PHONY: venv data repro smoke test clean-smoke
+.PHONY: venv data repro smoke test regress bless clean-smoke
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,16 @@ smoke: venv data
 
 test: venv data
 	$(BIN)/python -m pytest -q
+
+# CI regression of the headline numbers: the `ci` profile through the real pipeline, then a comparison
+# with tests/regression/expected.json (exit 1 on a regression). `make bless` rewrites the expectations.
+regress: venv data
+	eebench study --profile ci --dir .ci-profile
+	eebench regress --headline .ci-profile/results/headline.json --expected tests/regression/expected.json
+
+bless: venv data
+	eebench study --profile ci --dir .ci-profile
+	eebench bless --headline .ci-profile/results/headline.json --expected tests/regression/expected.json
 
 clean-smoke:
 	rm -rf .smoke

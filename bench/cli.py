@@ -102,6 +102,22 @@ def cmd_figures(args, params) -> None:
     print(f"{len(paths)} figure files in {FIGURES}/ and {report} in {time.perf_counter() - started:.1f} s")
 
 
+def cmd_regress(args, params) -> None:
+    from bench.analyse.headline import regress
+
+    ok, table = regress(Path(args.headline), Path(args.expected))
+    print(table)
+    if not ok:
+        raise BenchError(f"headline numbers regressed against {args.expected}; if the change is intended, "
+                         f"review and run `eebench bless --headline {args.headline}`")
+
+
+def cmd_bless(args, params) -> None:
+    from bench.analyse.headline import bless
+
+    print(bless(Path(args.headline), Path(args.expected), args.profile))
+
+
 def cmd_study(args, params) -> None:
     import time
 
@@ -140,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("aggregate", help="tables and metrics of the whole grid into results/")
     sub.add_parser("figures", help="figures/ and results/REPORT.md from the aggregated tables (no retraining)")
+    for name, help_ in (("regress", "compare headline numbers with the committed expectations (exit 1 on regression)"),
+                        ("bless", "rewrite the expectations from the current headline numbers and show the diff")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--headline", default=".ci-profile/results/headline.json")
+        p.add_argument("--expected", default="tests/regression/expected.json")
+        if name == "bless":
+            p.add_argument("--profile", default="ci", help="recorded in the expectations")
     p = sub.add_parser("study", help="run the pipeline with params.yaml + profiles/<profile>.yaml in its own folder")
     p.add_argument("--profile", required=True, help="e.g. smoke")
     p.add_argument("--dir", default=None, help="study folder (default: .<profile>)")
@@ -148,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
             "tune": cmd_tune, "aggregate": cmd_aggregate, "figures": cmd_figures,
-            "study": cmd_study}
+            "regress": cmd_regress, "bless": cmd_bless, "study": cmd_study}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from bench.config import load_params
 
-        params = None if args.command in ("list", "study") else load_params(args.params)
+        params = None if args.command in ("list", "study", "regress", "bless") else load_params(args.params)
         COMMANDS[args.command](args, params)
     except BenchError as exc:
         print(f"eebench: error: {exc}", file=sys.stderr)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench.analyse.headline import headline
 from bench.analyse.stats import holm, paired_test, t_interval
 from bench.errors import BenchError
 from bench.io import read_json, write_csv, write_json
@@ -138,4 +139,5 @@ def aggregate(grid: dict, analyse: dict) -> dict:
     for row in budget_summary[budget_summary["metric"].isin(["test_accuracy", "test_flops_fraction"])].itertuples():
         metrics[row.dataset][row.method].setdefault(f"budget_{row.budget:g}", {})[row.metric] = row.mean
     write_json(RESULTS / "metrics.json", metrics)
+    write_json(RESULTS / "headline.json", headline(per_exit, tuned))
     return metrics
