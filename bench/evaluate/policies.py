@@ -96,19 +96,26 @@ def exit_indices(scores: torch.Tensor, thresholds: torch.Tensor | float) -> torc
     return leaves.int().argmax(0)  # first True
 
 
-def evaluate_policy(logits: torch.Tensor, labels: torch.Tensor, exits: torch.Tensor, cumulative_flops: list[int]) -> dict:
-    """Accuracy, expected FLOPs (Σ_k fraction_k × cumulative FLOPs_k) and exit distribution of a decision."""
-    k = logits.shape[0]
-    predictions = logits.argmax(-1).gather(0, exits.view(1, -1))[0]
-    correct = predictions == labels
+def decision_report(correct: torch.Tensor, exits: torch.Tensor, cumulative_flops) -> dict:
+    """Accuracy, expected FLOPs (Σ_k fraction_k × cumulative FLOPs_k), exit distribution, accuracy of the
+    samples leaving at each exit (None where none does) and early-exit accuracy of one exit decision,
+    from per-exit correctness [K, N]."""
+    k = correct.shape[0]
+    chosen = correct.gather(0, exits.view(1, -1))[0]
     counts = torch.bincount(exits, minlength=k)
-    fractions = counts.double() / len(labels)
-    flops = torch.tensor(cumulative_flops, dtype=torch.float64)
-    per_exit_acc = [float(correct[exits == e].double().mean()) if counts[e] > 0 else float("nan") for e in range(k)]
+    flops = torch.as_tensor(cumulative_flops, dtype=torch.float64)
+    expected = float((counts.double() / len(exits) * flops).sum())
+    early = exits < k - 1
     return {
-        "accuracy": float(correct.double().mean()),
-        "expected_flops": float((fractions * flops).sum()),
-        "flops_fraction": float((fractions * flops).sum() / flops[-1]),
-        "exit_fractions": fractions.tolist(),
-        "accuracy_of_exited": per_exit_acc,
+        "accuracy": chosen.double().mean().item(),
+        "expected_flops": expected,
+        "flops_fraction": expected / float(flops[-1]),
+        "exit_fractions": (counts.double() / len(exits)).tolist(),
+        "accuracy_of_exited": [chosen[exits == e].double().mean().item() if counts[e] else None for e in range(k)],
+        "early_exit_accuracy": chosen[early].double().mean().item() if early.any() else None,
     }
+
+
+def evaluate_policy(logits: torch.Tensor, labels: torch.Tensor, exits: torch.Tensor, cumulative_flops: list[int]) -> dict:
+    """`decision_report` for logits [K, N, C] and labels [N]."""
+    return decision_report(logits.argmax(-1) == labels, exits, cumulative_flops)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.evaluate.policies import Policy, exit_indices
+from bench.evaluate.policies import Policy, decision_report, exit_indices
 
 
 @dataclass
@@ -43,15 +43,4 @@ class CachedSplit:
 
     def report(self, thresholds) -> dict:
         """Everything recorded for a chosen policy on this split."""
-        exits = self.exits(thresholds)
-        k = self.num_exits
-        correct = self.correct.gather(0, exits.view(1, -1))[0]
-        counts = torch.bincount(exits, minlength=k)
-        return {
-            "accuracy": correct.double().mean().item(),
-            "expected_flops": float(self.flops[exits.numpy()].mean()),
-            "flops_fraction": float(self.flops[exits.numpy()].mean() / self.flops[-1]),
-            "exit_fractions": (counts.double() / len(exits)).tolist(),
-            "accuracy_of_exited": [correct[exits == e].double().mean().item() if counts[e] else None for e in range(k)],
-            "early_exit_accuracy": correct[exits < k - 1].double().mean().item() if (exits < k - 1).any() else None,
-        }
+        return decision_report(self.correct, self.exits(thresholds), self.flops.tolist())
