@@ -16,16 +16,18 @@ from bench.models import MODELS
 from bench.train.method import METHODS
 
 SECTIONS = ("grid", "prepare", "train", "methods", "evaluate", "tune", "analyse")
-GRID_DEFAULTS = {"methods": ["joint"], "datasets": ["tiny"], "seeds": [0]}
+GRID_DEFAULTS = {"methods": ["joint"], "datasets": ["tiny"], "seeds": [0], "extra_seed_methods": [], "extra_seeds": []}
 COMMON_DEFAULTS = {"threads": 2, "device": "cpu", "channels_last": True, "grad_stats_every": 50,
                    "eval_batch_size": 1024, "max_grad_norm": 1.0e4}
 DATASET_TRAIN_DEFAULTS = {"model": {}, "epochs": 1, "batch_size": 128, "lr": 0.002, "weight_decay": 0.0005,
                           "augment": True}
 EVALUATE_DEFAULTS = {"policies": ["max_softmax"], "thresholds": [0.5]}
 TUNE_DEFAULTS = {"policy": "method", "budgets": [0.5], "trials": 200, "seed": 0, "storage": "sqlite",
-                 "pareto_budgets": 20, "risk_epsilons": [0.05], "risk_delta": 0.1, "risk_grid": 101}
+                 "pareto_budgets": 20, "reference_policies": ["max_softmax"], "risk_epsilons": [0.05], "risk_delta": 0.1, "risk_grid": 101}
 STORAGES = ("sqlite", "journal")
-ANALYSE_DEFAULTS = {"reference": "branchynet", "alpha": 0.05}
+CLAIMS_DEFAULTS = {"baseline": "branchynet", "cgt_methods": ["soft_cgt", "hard_cgt"], "joint_baselines": ["joint", "branchynet"],
+                   "gate_method": "jei_dnn", "budget": 0.5, "matched_accuracy_drop": 0.005, "routing_threshold": 0.9}
+ANALYSE_DEFAULTS = {"reference": "branchynet", "alpha": 0.05, "claims": CLAIMS_DEFAULTS}
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -59,6 +61,12 @@ def validate(params: object) -> dict:
             registry.get(name, where=f"grid.{key}")
     require(len(grid["seeds"]) > 0 and len(set(grid["seeds"])) == len(grid["seeds"]), "grid.seeds",
             "a non-empty list of distinct integers", grid["seeds"])
+    for name in grid["extra_seed_methods"]:
+        require(isinstance(name, str) and name in grid["methods"], "grid.extra_seed_methods", "methods of grid.methods",
+                name)
+    require(all(isinstance(s, int) and not isinstance(s, bool) for s in grid["extra_seeds"])
+            and not set(grid["extra_seeds"]) & set(grid["seeds"]) and len(set(grid["extra_seeds"])) == len(grid["extra_seeds"]),
+            "grid.extra_seeds", "distinct integers not already in grid.seeds", grid["extra_seeds"])
 
     resolved = {"grid": grid, "prepare": {}, "train": {}, "methods": {}}
     for section in ("prepare", "train", "methods"):
@@ -109,6 +117,9 @@ def validate(params: object) -> dict:
     tune = check_section(TUNE_DEFAULTS, params["tune"], "tune")
     if tune["policy"] != "method":
         POLICIES.get(tune["policy"], where="tune.policy (or 'method': each method's own policy)")
+    for name in tune["reference_policies"]:
+        require(not POLICIES.get(name, where="tune.reference_policies").needs, "tune.reference_policies",
+                "policies that read only the logits (every method has those)", name)
     require(len(tune["budgets"]) > 0 and all(0 < b <= 1 for b in tune["budgets"]), "tune.budgets",
             "a non-empty list of fractions in (0, 1]", tune["budgets"])
     require(all(0 < e < 1 for e in tune["risk_epsilons"]), "tune.risk_epsilons", "numbers in (0, 1)", tune["risk_epsilons"])
@@ -122,6 +133,13 @@ def validate(params: object) -> dict:
     METHODS.get(analyse["reference"], where="analyse.reference")
     require(analyse["reference"] in grid["methods"], "analyse.reference", "a method of grid.methods", analyse["reference"])
     require(0 < analyse["alpha"] < 1, "analyse.alpha", "0 < value < 1", analyse["alpha"])
+    claims = analyse["claims"] = check_section(CLAIMS_DEFAULTS, analyse["claims"], "analyse.claims")
+    for key in ("baseline", "gate_method"):
+        METHODS.get(claims[key], where=f"analyse.claims.{key}")
+    for key in ("cgt_methods", "joint_baselines"):
+        for name in claims[key]:
+            METHODS.get(name, where=f"analyse.claims.{key}")
+    require(0 < claims["budget"] <= 1, "analyse.claims.budget", "a fraction in (0, 1]", claims["budget"])
     resolved["analyse"] = analyse
 
     # every grid entry needs its own section: DVC tracks them per stage (prepare.<d>, train.<d>, methods.<m>)

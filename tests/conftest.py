@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_INDIAN_PINES = ROOT.parent / "shared" / "datasets" / "indian-pines"
 
 TINY = {  # shrinks the real params to the tiny dataset: seconds per run
-    "grid": {"methods": ["joint", "branchynet"], "datasets": ["tiny"], "seeds": [0]},
+    "grid": {"methods": ["joint", "branchynet"], "datasets": ["tiny"], "seeds": [0], "extra_seed_methods": []},
     "train": {"tiny": {"epochs": 2}, "common": {"grad_stats_every": 4}},
     "tune": {"trials": 30, "storage": "journal", "budgets": [0.5]},
 }

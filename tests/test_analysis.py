@@ -11,6 +11,7 @@ from scipy import stats
 from bench.analyse import figures
 from bench.analyse.aggregate import interval_rows, significance
 from bench.analyse.report import write_report
+from bench.config import CLAIMS_DEFAULTS
 from bench.analyse.stats import calibration_bins, holm, paired_test, t_interval
 
 
@@ -138,11 +139,13 @@ def test_figures_and_report_from_aggregated_tables(tmp_path):
     got = reliability.query("method == 'soft_cgt' and exit == 1 and bin == 7")
     assert got["accuracy"].iloc[0] == pytest.approx(expected)
 
-    params = {"train": {"toy": {"epochs": 2}}, "analyse": {"reference": "branchynet", "alpha": 0.05}}
+    params = {"train": {"toy": {"epochs": 2}}, "analyse": {"reference": "branchynet", "alpha": 0.05,
+                                                            "claims": CLAIMS_DEFAULTS}}
     report = write_report(tmp_path / "results", tmp_path / "figures", params).read_text()
     assert "## Headline results" in report and "## Paired comparisons" in report
     assert "pareto_toy.png" in report and "FLOPs per sample" in report
     assert report.count("| hard_cgt |") >= 1
+    assert "Not computed: results/operating_points.csv" in report  # the synthetic tables have no tune outputs
 
 
 def test_intervals_are_clipped_to_the_metric_range_and_degenerate_tests_give_no_p_value():

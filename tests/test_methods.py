@@ -133,7 +133,8 @@ def test_a_new_method_file_registers_and_enters_the_grid(tmp_path, monkeypatch, 
 
     try:
         assert "last_only_test" in METHODS.names()
-        params = {**real_params, "grid": {**real_params["grid"], "methods": ["branchynet", "last_only_test"]},
+        params = {**real_params, "grid": {**real_params["grid"], "methods": ["branchynet", "last_only_test"],
+                                                  "extra_seed_methods": ["branchynet"]},
                   "methods": {**real_params["methods"], "last_only_test": {"scale": 2.0}}}
         assert validate(params)["methods"]["last_only_test"] == {"scale": 2.0}
     finally:

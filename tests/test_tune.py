@@ -12,13 +12,14 @@ from bench.io import save_torch, write_json
 from bench.tune.cached import CachedSplit
 from bench.tune.exact import best_single_threshold, single_threshold_curve
 from bench.tune.pareto import pareto_mask
+from bench.config import TUNE_DEFAULTS
 from bench.tune.risk import calibrate, prediction_gap
 from bench.tune.run import tune_run
 from bench.tune.search import tune_thresholds
 
 FLOPS = [100, 260, 500]
-PARAMS = {"policy": "method", "budgets": [0.4, 0.7], "trials": 60, "seed": 0, "storage": "journal", "pareto_budgets": 10,
-          "risk_epsilons": [0.05], "risk_delta": 0.1, "risk_grid": 41}
+PARAMS = {**TUNE_DEFAULTS, "budgets": [0.4, 0.7], "trials": 60, "storage": "journal", "pareto_budgets": 10,
+          "risk_epsilons": [0.05], "risk_grid": 41}
 
 
 def synthetic_logits(n, seed, k=3, c=5, difficulty=None):

@@ -16,9 +16,11 @@ BUDGET_METRICS = ("test_accuracy", "test_flops_fraction", "test_expected_flops",
 
 
 def grid_runs(grid: dict):
+    """Every (dataset, method, seed) of the study: the full grid plus the extra seeds of some methods."""
     for dataset in grid["datasets"]:
         for method in grid["methods"]:
-            for seed in grid["seeds"]:
+            extra = grid["extra_seeds"] if method in grid["extra_seed_methods"] else []
+            for seed in [*grid["seeds"], *extra]:
                 yield dataset, method, seed
 
 
@@ -28,9 +30,13 @@ def required(path):
     return path
 
 
+CSV_PER_RUN = ("pareto", "operating_points")  # written by each tune stage, concatenated as they are
+
+
 def collect(grid: dict) -> dict[str, pd.DataFrame]:
     tables: dict[str, list] = {name: [] for name in ("per_exit", "threshold_curves", "budgets", "pareto",
-                                                     "grad_stats", "calibration", "runs", "failed_runs")}
+                                                     "operating_points", "grad_stats", "calibration", "runs",
+                                                     "failed_runs")}
     for dataset, method, seed in grid_runs(grid):
         key = {"dataset": dataset, "method": method, "seed": seed}
         evaluation = read_json(required(eval_path(dataset, method, seed)))
@@ -64,17 +70,19 @@ def collect(grid: dict) -> dict[str, pd.DataFrame]:
                     "feasible": row["feasible"]}
             if row["feasible"]:
                 base.update({f"{split}_{name}": row[split][name] for split in ("val", "test")
-                             for name in ("accuracy", "flops_fraction", "expected_flops", "early_exit_accuracy")})
+                             for name in ("accuracy", "flops_fraction", "expected_flops", "early_exit_accuracy",
+                                          "early_exit_fraction", "ece")})
                 base.update({f"test_exit{k}_fraction": f for k, f in enumerate(row["test"]["exit_fractions"])})
                 base.update({f"test_exit{k}_accuracy": a for k, a in enumerate(row["test"]["accuracy_of_exited"])})
                 base["test_cost_minus_budget"] = row["test_cost_minus_budget"]
             tables["budgets"].append(base)
-        tables["pareto"].append(pd.read_csv(required(folder / "pareto.csv")))
-    frames = {name: pd.DataFrame(rows) for name, rows in tables.items() if name != "pareto"}
+        for name in CSV_PER_RUN:
+            tables[name].append(pd.read_csv(required(folder / f"{name}.csv")))
+    frames = {name: pd.DataFrame(rows) for name, rows in tables.items() if name not in CSV_PER_RUN}
     frames["failed_runs"] = pd.DataFrame(tables["failed_runs"], columns=["dataset", "method", "seed", "reason"])
     if frames["per_exit"].empty:
         raise BenchError("every run of the grid failed; see results/runs/*/*/*/metrics.json for the reasons")
-    frames["pareto"] = pd.concat(tables["pareto"], ignore_index=True)
+    frames.update({name: pd.concat(tables[name], ignore_index=True) for name in CSV_PER_RUN})
     frames["threshold_curves"] = frames["threshold_curves"].drop(columns=["exit_fractions", "accuracy_of_exited"])
     return frames
 

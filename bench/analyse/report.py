@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.io import write_text
+from bench.io import write_csv, write_text
 
 
 def fmt_ci(mean: float, low: float, high: float, scale: float = 100, digits: int = 2) -> str:
@@ -39,6 +39,50 @@ def headline(dataset: str, exits: pd.DataFrame, budgets: pd.DataFrame) -> pd.Dat
                                                           digits=1 if "FLOPs" in label else 2)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+CLAIM_TEXT = {
+    "1": "CGT lowers average inference cost by up to 42 % (vs other training methods at matched accuracy)",
+    "2": "CGT improves overall accuracy by 0.8–1.3 points",
+    "3": "CGT improves early-exit accuracy by 3.1–5.7 points",
+    "4": "SoftCGT reaches the best accuracy while routing more samples to early exits than joint baselines",
+    "5": "HardCGT routes even more samples early, but starves deep exits of training signal; SoftCGT does not",
+    "6": "JEI-DNN's learned gates give a better accuracy/cost trade-off and better calibration than confidence "
+         "thresholding on the same trained network",
+}
+
+
+def claims_section(results: Path, spec: dict) -> list[str]:
+    """The claims table (also written to results/claims.csv), with its pre-registered rule."""
+    from bench.analyse.claims import SOURCE, __doc__ as rule, claims_table
+
+    names = ("runs", "per_exit", "budgets", "operating_points", "threshold_curves", "grad_stats")
+    missing = [f"results/{name}.csv" for name in names if not (results / f"{name}.csv").is_file()]
+    if missing:
+        return ["## Claims table", "", f"Not computed: {', '.join(missing)} missing (run `dvc repro aggregate`).", ""]
+    tables = {name: pd.read_csv(results / f"{name}.csv") for name in names}
+    table = claims_table(tables, spec)
+    write_csv(results / "claims.csv", table)
+    shown = table.assign(
+        claim=[f"{c}" + ("" if p else " (secondary)") for c, p in zip(table["claim"], table["primary"])],
+        measured=[("–" if pd.isna(m) else f"{m:+.2f}" if pd.isna(lo) else f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+                  + ("" if pd.isna(m) else f" {u}") for m, lo, hi, u in
+                  zip(table["mean"], table["ci_low"], table["ci_high"], table["unit"])])
+    lines = ["## Claims table", "",
+             f"Claims as stated by the source ({SOURCE}), each tested by the comparison named in its row. The "
+             "comparisons (baseline, budget, metric) were fixed in `params.yaml` (`analyse.claims`) and "
+             "`bench/analyse/claims.py` before the study was run, and are not to be changed after looking at "
+             "the numbers. Measured: mean paired difference over seeds with a 95 % Student-t interval. Rule:", "",
+             *[f"> {line}" for line in rule[rule.index("- not supported"):].strip().splitlines()], ""]
+    for number, text in CLAIM_TEXT.items():
+        part = shown[shown["claim"].str.split().str[0] == number]
+        if part.empty:
+            continue
+        verdicts = ", ".join(f"{d}: **{v}**" for d, v in part.groupby("dataset")["claim_verdict"].first().items())
+        lines += [f"### Claim {number}: {text}", "", f"Verdict — {verdicts}", "",
+                  markdown(part[["dataset", "part", "comparison", "stated", "measured", "n", "verdict"]]
+                           .rename(columns={"stated": "source states"})), ""]
+    return lines
 
 
 def write_report(results: Path, figures: Path, params: dict) -> Path:
@@ -83,6 +127,7 @@ def write_report(results: Path, figures: Path, params: dict) -> Path:
                                   "p (Holm)", "significant", "note"]].round(3)), ""]
     else:
         lines += ["No comparisons: the reference method or paired seeds are missing.", ""]
+    lines += claims_section(results, params["analyse"]["claims"])
     lines += ["## Figures", ""]
     for path in sorted(figures.glob("*.png")):
         lines.append(f"- [{path.stem}](../{figures.name}/{path.name}) ([PDF](../{figures.name}/{path.stem}.pdf))")

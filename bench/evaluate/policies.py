@@ -96,10 +96,13 @@ def exit_indices(scores: torch.Tensor, thresholds: torch.Tensor | float) -> torc
     return leaves.int().argmax(0)  # first True
 
 
-def decision_report(correct: torch.Tensor, exits: torch.Tensor, cumulative_flops) -> dict:
+def decision_report(correct: torch.Tensor, exits: torch.Tensor, cumulative_flops, confidence: torch.Tensor) -> dict:
     """Accuracy, expected FLOPs (Σ_k fraction_k × cumulative FLOPs_k), exit distribution, accuracy of the
-    samples leaving at each exit (None where none does) and early-exit accuracy of one exit decision,
-    from per-exit correctness [K, N]."""
+    samples leaving at each exit (None where none does), early-exit accuracy and the ECE of the predictions
+    actually returned (each sample's max-softmax at the exit it took) of one exit decision, from per-exit
+    correctness and confidence [K, N]."""
+    from bench.analyse.stats import calibration_bins
+
     k = correct.shape[0]
     chosen = correct.gather(0, exits.view(1, -1))[0]
     counts = torch.bincount(exits, minlength=k)
@@ -113,9 +116,11 @@ def decision_report(correct: torch.Tensor, exits: torch.Tensor, cumulative_flops
         "exit_fractions": (counts.double() / len(exits)).tolist(),
         "accuracy_of_exited": [chosen[exits == e].double().mean().item() if counts[e] else None for e in range(k)],
         "early_exit_accuracy": chosen[early].double().mean().item() if early.any() else None,
+        "early_exit_fraction": early.double().mean().item(),
+        "ece": calibration_bins(confidence.gather(0, exits.view(1, -1))[0].numpy(), chosen.numpy())["ece"],
     }
 
 
 def evaluate_policy(logits: torch.Tensor, labels: torch.Tensor, exits: torch.Tensor, cumulative_flops: list[int]) -> dict:
     """`decision_report` for logits [K, N, C] and labels [N]."""
-    return decision_report(logits.argmax(-1) == labels, exits, cumulative_flops)
+    return decision_report(logits.argmax(-1) == labels, exits, cumulative_flops, logits.softmax(-1).amax(-1))

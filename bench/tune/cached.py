@@ -12,20 +12,22 @@ from bench.evaluate.policies import Policy, decision_report, exit_indices
 
 @dataclass
 class CachedSplit:
-    """Per-exit policy scores, correctness and predictions of one split, plus the cumulative FLOPs."""
+    """Per-exit policy scores, correctness, predictions and max-softmax confidence of one split, plus the
+    cumulative FLOPs."""
 
     scores: torch.Tensor  # [K, N] float64
     correct: torch.Tensor  # [K, N] bool
     predictions: torch.Tensor  # [K, N] long
     labels: torch.Tensor  # [N]
     flops: np.ndarray  # [K] int64, cumulative FLOPs per exit
+    confidence: torch.Tensor  # [K, N] max-softmax probability
 
     @classmethod
     def from_logits(cls, policy: Policy, logits: torch.Tensor, labels: torch.Tensor, extras: dict | None,
                     flops: list[int]) -> "CachedSplit":
         predictions = logits.argmax(-1)
         return cls(policy.scores(logits, extras).double(), predictions == labels, predictions, labels,
-                   np.asarray(flops, dtype=np.int64))
+                   np.asarray(flops, dtype=np.int64), logits.softmax(-1).amax(-1))
 
     @property
     def num_exits(self) -> int:
@@ -43,4 +45,4 @@ class CachedSplit:
 
     def report(self, thresholds) -> dict:
         """Everything recorded for a chosen policy on this split."""
-        return decision_report(self.correct, self.exits(thresholds), self.flops.tolist())
+        return decision_report(self.correct, self.exits(thresholds), self.flops.tolist(), self.confidence)

@@ -55,6 +55,28 @@ def persist_studies(studies: list[optuna.Study], folder: Path, storage: str) -> 
     return path
 
 
+def dense_operating_points(val: CachedSplit, test: CachedSplit, run: dict, policy_name: str, count: int,
+                           tuned: list[dict] = (), curve: dict | None = None) -> pd.DataFrame:
+    """The exact single-threshold optimum on validation at `count` evenly spaced budgets (plus the tuned
+    per-budget choices), each applied to test; `pareto` marks the test-set non-dominated points."""
+    curve = curve if curve is not None else single_threshold_curve(val)
+    policy = POLICIES.get(policy_name)
+    points = []
+    for budget in np.linspace(0.0, 1.0, count + 1)[1:]:
+        index = best_single_threshold(curve, float(budget))
+        if index is not None:
+            t = finite_threshold(curve["threshold"][index], policy.high)
+            points.append(choose(val, test, [t] * (val.num_exits - 1), budget=float(budget), calibrator="exact_single"))
+    points += [r for r in tuned if r.get("feasible")]
+    frame = pd.DataFrame([{**run, "policy": policy_name, "budget": p["budget"], "calibrator": p["calibrator"],
+                           "thresholds": " ".join(f"{t:.6g}" for t in p["thresholds"]),
+                           **{f"{split}_{key}": p[split][key] for split in ("val", "test")
+                              for key in ("accuracy", "flops_fraction", "early_exit_fraction", "ece")},
+                           "test_expected_flops": p["test"]["expected_flops"]} for p in points])
+    frame["pareto"] = pareto_mask(frame["test_accuracy"].to_numpy(), frame["test_flops_fraction"].to_numpy())
+    return frame
+
+
 def tune_run(run_dir: Path, out_dir: Path, params: dict, seed: int, study_dir: Path | None = None) -> dict:
     study_dir = study_dir or out_dir
     failure = read_run_metrics(run_dir)
@@ -109,20 +131,13 @@ def tune_run(run_dir: Path, out_dir: Path, params: dict, seed: int, study_dir: P
             row["val_risk"] = float(prediction_gap(val, threshold).mean())
             risk.append(row)
 
-    points = []
-    for budget in np.linspace(0.0, 1.0, params["pareto_budgets"] + 1)[1:]:
-        index = best_single_threshold(curve, float(budget))
-        if index is not None:
-            t = finite_threshold(curve["threshold"][index], policy.high)
-            points.append(choose(val, test, [t] * (k - 1), budget=float(budget), calibrator="exact_single"))
-    points += [r for r in budgets if r.get("feasible")]
-    frame = pd.DataFrame([{**metrics["run"], "policy": policy_name, "budget": p["budget"], "calibrator": p["calibrator"],
-                           "thresholds": " ".join(f"{t:.6g}" for t in p["thresholds"]),
-                           "val_accuracy": p["val"]["accuracy"], "val_flops_fraction": p["val"]["flops_fraction"],
-                           "test_accuracy": p["test"]["accuracy"], "test_flops_fraction": p["test"]["flops_fraction"],
-                           "test_expected_flops": p["test"]["expected_flops"]} for p in points])
-    frame["pareto"] = pareto_mask(frame["test_accuracy"].to_numpy(), frame["test_flops_fraction"].to_numpy())
-    write_csv(out_dir / "pareto.csv", frame[frame["pareto"]].drop(columns="pareto").sort_values("test_flops_fraction"))
+    frame = pd.concat([dense_operating_points(val, test, metrics["run"], policy_name, params["pareto_budgets"],
+                                              budgets, curve)]
+                      + [dense_operating_points(*load_splits(run_dir, name)[:2], metrics["run"], name,
+                                                params["pareto_budgets"])
+                         for name in params["reference_policies"] if name != policy_name], ignore_index=True)
+    own = frame[frame["policy"] == policy_name]
+    write_csv(out_dir / "pareto.csv", own[own["pareto"]].drop(columns="pareto").sort_values("test_flops_fraction"))
     write_csv(out_dir / "operating_points.csv", frame)
 
     persist_studies(studies, study_dir, params["storage"])
