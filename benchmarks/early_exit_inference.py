@@ -9,7 +9,8 @@ and every head, i.e. the deepest exit's cumulative FLOPs, the denominator of the
     measured speed-up  = time(baseline) / time(early exit), on the same images, interleaved, medians
 
 Batch 1 and small batches. Also prints each block's measured share of the time next to its share of the
-FLOPs, which is where a shortfall comes from (fixed per-call costs weigh most on the cheap first block).
+FLOPs, which is where a shortfall comes from (fixed per-call costs weigh most on the cheap first block),
+and the speed-up predicted from those measured block times instead of FLOPs ("by time").
 
     python benchmarks/early_exit_inference.py [RUN_DIR] [--images 1000] [--repeats 5] [--batches 1 8 32]
 """
@@ -96,13 +97,16 @@ def main() -> None:
                            f"{100 * (flops[k] - (flops[k - 1] if k else 0)) / flops[-1]:.0f} % of FLOPs"
                            for k, s in enumerate(shares))
         print(f"\nbatch {batch}: {blocks}")
-        print(f"{'budget':>6} {'thresholds':>18} {'exit fractions':>20} {'predicted':>9} {'measured':>9} {'ratio':>6}")
+        print(f"{'budget':>6} {'thresholds':>18} {'exit fractions':>20} {'predicted':>9} {'measured':>9} {'ratio':>6}"
+              f" {'by time':>8} {'ratio':>6}")
         rows = [row for row in tuning["budgets"] if row.get("feasible") and row["calibrator"] == "optuna_per_exit"]
         for row in rows:
             thresholds = row["thresholds"]
             exits = torch.cat([early_exit_predict(model, x, policy, thresholds)[1] for x in batches])
             fractions = torch.bincount(exits, minlength=model.num_exits).double() / len(exits)
             predicted = flops[-1] / float((fractions * torch.tensor(flops, dtype=torch.float64)).sum())
+            cumulative_time = torch.tensor(shares, dtype=torch.float64).cumsum(0)
+            by_time = float(cumulative_time[-1] / (fractions * cumulative_time).sum())  # the same, with block times
             base, early = [], []
             for _ in range(args.repeats):
                 base.append(timed(lambda x: early_exit_predict(model, x, policy, never), batches))
@@ -110,7 +114,7 @@ def main() -> None:
             measured = statistics.median(base) / statistics.median(early)
             print(f"{row['budget']:>6} {' '.join(f'{t:.3f}' for t in thresholds):>18} "
                   f"{' '.join(f'{f:.2f}' for f in fractions.tolist()):>20} {predicted:>8.2f}× {measured:>8.2f}× "
-                  f"{measured / predicted:>6.2f}")
+                  f"{measured / predicted:>6.2f} {by_time:>7.2f}× {measured / by_time:>6.2f}")
         print(f"baseline (no early exit) median {1e3 * statistics.median(base) / len(images):.3f} ms per image")
 
 

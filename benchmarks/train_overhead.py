@@ -7,7 +7,7 @@ C. the engine with gradient statistics every 50 steps (the default).
 Runs are interleaved A/B/C, A/B/C, … and the medians compared. Each engine run also validates once per
 epoch on a small validation split and writes its outputs, as it does in the pipeline.
 
-    python benchmarks/train_overhead.py [--repeats 3] [--train 8192] [--epochs 2]
+    python benchmarks/train_overhead.py [--repeats 5] [--train 27000] [--epochs 2]
 """
 
 from __future__ import annotations
@@ -65,12 +65,12 @@ def engine(data, settings, common, seed, out: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--train", type=int, default=8192)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--train", type=int, default=27000)
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
     params = validate(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), {
-        "grid": {"datasets": ["fashion_mnist"], "methods": ["joint", "branchynet"]},
+        "grid": {"datasets": ["fashion_mnist"], "methods": ["joint", "branchynet"], "extra_seed_methods": []},
         "prepare": {"fashion_mnist": {"subset": {"train": args.train, "val": 256, "test": 256}}},
         "train": {"fashion_mnist": {"epochs": args.epochs}}}))
     settings, common = params["train"]["fashion_mnist"], params["train"]["common"]

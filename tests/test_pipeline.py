@@ -29,7 +29,8 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
     assert "FLOPs" in metrics["flops_unit"]
     assert 0.0 < metrics["tiny"]["joint"]["budget_0.5"]["test_flops_fraction"] <= 1.0
     for name in ("per_exit.csv", "summary_exits.csv", "summary_budgets.csv", "threshold_curves.csv", "budgets.csv",
-                 "pareto.csv", "grad_stats.csv", "calibration.csv", "significance.csv", "runs.csv"):
+                 "pareto.csv", "operating_points.csv", "grad_stats.csv", "calibration.csv", "significance.csv",
+                 "runs.csv", "claims.csv"):
         assert (folder / "results" / name).stat().st_size > 0
 
     assert json.loads(dvc(folder, "status", "--json").stdout) == {}
@@ -43,6 +44,13 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
     assert json.loads(dvc(folder, "status", "--json").stdout) == {}
     metrics_json = json.loads(dvc(folder, "metrics", "show", "--json").stdout)
     assert metrics_json  # declared to DVC
+
+    params["grid"].update(extra_seed_methods=["joint"], extra_seeds=[1])  # more seeds for one method only
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert stages_run(dvc(folder, "repro").stdout) == {"train_extra@tiny-joint-1", "evaluate_extra@tiny-joint-1",
+                                                       "tune_extra@tiny-joint-1", "aggregate", "figures"}
+    metrics = json.loads((folder / "results/metrics.json").read_text())
+    assert metrics["tiny"]["joint"]["seeds"] == 2 and metrics["tiny"]["branchynet"]["seeds"] == 1
 
 
 def test_profiles_compose_onto_the_real_params():

@@ -52,6 +52,19 @@ CLAIM_TEXT = {
 }
 
 
+def compute_section(runs: pd.DataFrame) -> list[str]:
+    """Measured training time per run (the train stage; evaluate and tune add a few seconds each)."""
+    runs = runs.assign(train_seconds=runs["seconds_per_epoch"] * runs["epochs"])
+    table = runs.groupby(["dataset", "method"]).agg(runs=("seed", "size"), epochs=("epochs", "first"),
+                                                    seconds_per_run=("train_seconds", "mean"),
+                                                    seconds_per_epoch=("seconds_per_epoch", "mean")).reset_index()
+    totals = runs.groupby("dataset")["train_seconds"].sum()
+    return ["## Compute", "",
+            f"Training time per run, mean over seeds ({runs['threads'].iloc[0]} threads, {runs['device'].iloc[0]}). "
+            "Total training time: " + ", ".join(f"{d} {s / 60:.1f} min" for d, s in totals.items()) + ".", "",
+            markdown(table.round(1)), ""]
+
+
 def claims_section(results: Path, spec: dict) -> list[str]:
     """The claims table (also written to results/claims.csv), with its pre-registered rule."""
     from bench.analyse.claims import SOURCE, __doc__ as rule, claims_table
@@ -76,12 +89,14 @@ def claims_section(results: Path, spec: dict) -> list[str]:
              *[f"> {line}" for line in rule[rule.index("- not supported"):].strip().splitlines()], ""]
     for number, text in CLAIM_TEXT.items():
         part = shown[shown["claim"].str.split().str[0] == number]
+        part = part.assign(seeds_not_matched=part["seeds_not_matched"].map(lambda v: "" if pd.isna(v) else str(int(v))))
         if part.empty:
             continue
         verdicts = ", ".join(f"{d}: **{v}**" for d, v in part.groupby("dataset")["claim_verdict"].first().items())
         lines += [f"### Claim {number}: {text}", "", f"Verdict — {verdicts}", "",
-                  markdown(part[["dataset", "part", "comparison", "stated", "measured", "n", "verdict"]]
-                           .rename(columns={"stated": "source states"})), ""]
+                  markdown(part[["dataset", "part", "comparison", "stated", "measured", "n",
+                                 *(["seeds_not_matched"] if number == "1" else []), "verdict"]]
+                           .rename(columns={"stated": "source states", "seeds_not_matched": "seeds not matched"})), ""]
     return lines
 
 
@@ -128,6 +143,7 @@ def write_report(results: Path, figures: Path, params: dict) -> Path:
     else:
         lines += ["No comparisons: the reference method or paired seeds are missing.", ""]
     lines += claims_section(results, params["analyse"]["claims"])
+    lines += compute_section(runs)
     lines += ["## Figures", ""]
     for path in sorted(figures.glob("*.png")):
         lines.append(f"- [{path.stem}](../{figures.name}/{path.name}) ([PDF](../{figures.name}/{path.stem}.pdf))")
