@@ -121,6 +121,9 @@ def test_figures_and_report_from_aggregated_tables(tmp_path):
         assert {f"{kind}_toy.pdf", f"{kind}_toy.png"} <= names
         assert (tmp_path / "figures" / f"{kind}_toy.png").stat().st_size > 1000
 
+    again = figures.make_figures(tmp_path / "results", tmp_path / "figures_again")
+    assert [p.read_bytes() for p in again] == [p.read_bytes() for p in paths]  # no dates: same tables, same files
+
     frontier = figures.pareto_data(tables["summary_budgets"])
     acc, cost = frontier["test_accuracy_mean"].to_numpy(), frontier["test_expected_flops_mean"].to_numpy()
     for i in range(len(frontier)):

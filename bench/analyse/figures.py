@@ -30,11 +30,14 @@ def method_styles(methods: list[str]) -> dict[str, dict]:
     return {m: {"color": palette[i % 10], "marker": MARKERS[(i // 10) % len(MARKERS)]} for i, m in enumerate(methods)}
 
 
+METADATA = {"pdf": {"CreationDate": None, "Producer": None}, "png": {"Software": None}}
+
+
 def save(fig, folder: Path, name: str) -> list[Path]:
     paths = []
     for ext in ("pdf", "png"):
         with atomic_path(folder / f"{name}.{ext}") as tmp:
-            fig.savefig(tmp, format=ext)
+            fig.savefig(tmp, format=ext, metadata=METADATA[ext])  # no creation date: same tables, same bytes
         paths.append(folder / f"{name}.{ext}")
     plt.close(fig)
     return paths
