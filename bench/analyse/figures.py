@@ -77,10 +77,24 @@ def figure_pareto(dataset: str, budgets: pd.DataFrame, exits: pd.DataFrame, styl
     front = data[data["frontier"]].sort_values("test_expected_flops_mean")
     ax.step(front["test_expected_flops_mean"] / 1e6, front["test_accuracy_mean"] * 100, where="post", color="black",
             ls="--", lw=1, label="Pareto frontier (all methods)")
+    bottom, top = pareto_axis(data)
+    ax.set_ylim(bottom, top)
+    below = data[data["test_accuracy_mean"] * 100 < bottom].groupby("method")["test_accuracy_mean"].agg(["min", "max"])
+    if len(below):  # one far-off method must not squash the comparison of the rest: say where it is instead
+        ax.text(0.01, 0.01, "below the axis: " + "; ".join(f"{m} ({r['min'] * 100:.1f}–{r['max'] * 100:.1f} %)"
+                                                            for m, r in below.iterrows()),
+                transform=ax.transAxes, fontsize=6, va="bottom")
     ax.set(xlabel="expected cost (MFLOPs per sample, test)", ylabel="test accuracy (%)",
            title=f"{dataset}: accuracy vs expected FLOPs (budgets tuned on validation; 95 % CI)")
     ax.legend(fontsize=6, ncol=2, loc="lower right")
     return save(fig, folder, f"pareto_{dataset}")
+
+
+def pareto_axis(data: pd.DataFrame, margin: float = 6.0) -> tuple[float, float]:
+    """Accuracy axis (%) from `margin` points below the Pareto frontier's lowest point to just above the best."""
+    accuracy = data["test_accuracy_mean"] * 100
+    front = accuracy[data["frontier"]]
+    return max(0.0, min(front.min(), accuracy.max()) - margin), min(100.0, accuracy.max() + 1.5)
 
 
 def exit_fraction_data(budgets: pd.DataFrame) -> pd.DataFrame:
