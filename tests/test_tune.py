@@ -4,6 +4,7 @@ test, budgets respected on validation, and risk control at the stated rate."""
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -115,6 +116,10 @@ def test_budgets_hold_on_validation_and_test_deviation_is_reported(tmp_path):
 
     names = {s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'out' / 'optuna.db'}")}
     assert names == {"budget0.4", "budget0.7"}
+
+    points = pd.read_csv(tmp_path / "out" / "operating_points.csv")  # budgets 0.4, 0.7 are also on the dense grid
+    assert not points.duplicated(["policy", "calibrator", "budget"]).any()
+    assert len(points[(points["calibrator"] == "exact_single") & np.isclose(points["budget"], 0.4)]) == 1
 
 
 def test_pareto_mask_is_the_non_dominated_set():

@@ -84,12 +84,9 @@ class Tables:
         return frame.set_index("seed")[metric]
 
     def operating_points(self, method: str, policy: str | None = None) -> pd.DataFrame:
-        """The dense exact single-threshold sweep; a tuned budget that is also on the dense grid is listed twice
-        by the tune stage (same threshold), so one of each (seed, budget) is kept."""
         frame = self.t["operating_points"]
-        frame = frame[(frame["method"] == method) & (frame["policy"] == (policy or self.own_policy[method]))
-                      & (frame["calibrator"] == "exact_single")]
-        return frame.drop_duplicates(["seed", "budget"])
+        return frame[(frame["method"] == method) & (frame["policy"] == (policy or self.own_policy[method]))
+                     & (frame["calibrator"] == "exact_single")]
 
     def at_budget(self, method: str, policy: str, budget: float, metric: str) -> pd.Series:
         frame = self.operating_points(method, policy)

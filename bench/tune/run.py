@@ -58,7 +58,8 @@ def persist_studies(studies: list[optuna.Study], folder: Path, storage: str) -> 
 def dense_operating_points(val: CachedSplit, test: CachedSplit, run: dict, policy_name: str, count: int,
                            tuned: list[dict] = (), curve: dict | None = None) -> pd.DataFrame:
     """The exact single-threshold optimum on validation at `count` evenly spaced budgets (plus the tuned
-    per-budget choices), each applied to test; `pareto` marks the test-set non-dominated points."""
+    per-budget choices), each applied to test, one row per (calibrator, budget); `pareto` marks the
+    test-set non-dominated points."""
     curve = curve if curve is not None else single_threshold_curve(val)
     policy = POLICIES.get(policy_name)
     points = []
@@ -73,6 +74,7 @@ def dense_operating_points(val: CachedSplit, test: CachedSplit, run: dict, polic
                            **{f"{split}_{key}": p[split][key] for split in ("val", "test")
                               for key in ("accuracy", "flops_fraction", "early_exit_fraction", "ece")},
                            "test_expected_flops": p["test"]["expected_flops"]} for p in points])
+    frame = frame.drop_duplicates(["calibrator", "budget"], ignore_index=True)  # a tuned budget on the dense grid
     frame["pareto"] = pareto_mask(frame["test_accuracy"].to_numpy(), frame["test_flops_fraction"].to_numpy())
     return frame
 
