@@ -78,9 +78,9 @@ def main() -> None:
     run_dir = args.run_dir.resolve()
     model, metrics, test = load_run(run_dir)
     tuning = read_json(run_dir.parents[3] / "tune" / run_dir.relative_to(run_dir.parents[2]) / "tuning.json")
-    policy_name = tuning["policy"] if tuning["policy"] in PER_EXIT_POLICIES else "max_softmax"
-    if policy_name != tuning["policy"]:
-        raise SystemExit(f"{run_dir}: its policy {tuning['policy']!r} needs more than each exit's logits")
+    policy_name = tuning["policy"]
+    if policy_name not in PER_EXIT_POLICIES:
+        raise SystemExit(f"{run_dir}: its policy {policy_name!r} needs more than each exit's logits")
     policy = POLICIES.get(policy_name)
     flops = metrics["exit_costs"]["flops"]
     images = test.batch(torch.arange(min(args.images, len(test))))
