@@ -34,21 +34,39 @@ def cmd_prepare(args, params) -> None:
     print(f"prepared {args.dataset}: {manifest['sizes']} -> {DATASETS / args.dataset}")
 
 
+def stage_seeds(args, params) -> list[int]:
+    """`--seed S` runs one seed; without it, every seed the grid gives this method (one DVC stage per method)."""
+    from bench.config import seeds_of
+
+    section_for(params, "methods", args.method)
+    return [args.seed] if args.seed is not None else seeds_of(params["grid"], args.method)
+
+
 def cmd_train(args, params) -> None:
+    import shutil
+
     from bench.data import load_prepared
     from bench.paths import DATASETS, run_dir
     from bench.train.engine import RunSpec, train_run
 
-    spec = RunSpec(dataset=args.dataset, method=args.method, seed=args.seed,
-                   method_params=section_for(params, "methods", args.method),
-                   common=params["train"]["common"], settings=section_for(params, "train", args.dataset))
+    seeds = stage_seeds(args, params)
+    settings = section_for(params, "train", args.dataset)
     data = load_prepared(args.dataset, DATASETS)
-    metrics = train_run(spec, data, run_dir(args.dataset, args.method, args.seed), progress=not args.quiet)
-    if metrics["status"] == "failed":  # recorded; later stages report the run as failed
-        return
-    accs = " ".join(f"{a:.4f}" for a in metrics["per_exit"]["test"]["accuracy"])
-    print(f"trained {args.method} on {args.dataset} seed {args.seed}: test acc per exit {accs}; "
-          f"{metrics['time']['seconds_per_epoch']:.1f} s/epoch")
+    for seed in seeds:
+        spec = RunSpec(dataset=args.dataset, method=args.method, seed=seed,
+                       method_params=params["methods"][args.method], common=params["train"]["common"],
+                       settings=settings)
+        metrics = train_run(spec, data, run_dir(args.dataset, args.method, seed), progress=not args.quiet)
+        if metrics["status"] == "failed":  # recorded; later stages report the run as failed
+            continue
+        accs = " ".join(f"{a:.4f}" for a in metrics["per_exit"]["test"]["accuracy"])
+        print(f"trained {args.method} on {args.dataset} seed {seed}: test acc per exit {accs}; "
+              f"{metrics['time']['seconds_per_epoch']:.1f} s/epoch", flush=True)
+    if args.seed is None:  # the stage's output folder holds exactly the grid's seeds (it persists across runs)
+        for stale in run_dir(args.dataset, args.method, 0).parent.glob("seed*"):
+            if stale.name not in {f"seed{s}" for s in seeds}:
+                shutil.rmtree(stale)
+                print(f"removed {stale}: seed no longer in the grid", flush=True)
 
 
 def cmd_evaluate(args, params) -> None:
@@ -57,25 +75,28 @@ def cmd_evaluate(args, params) -> None:
     from bench.paths import eval_path, run_dir
 
     evaluate = params["evaluate"]
-    result = evaluate_run(run_dir(args.dataset, args.method, args.seed), evaluate["policies"], evaluate["thresholds"])
-    write_json(eval_path(args.dataset, args.method, args.seed), result)
-    print(f"evaluated {args.method} on {args.dataset} seed {args.seed}: "
-          + (f"{len(result['rows'])} threshold rows" if result["status"] == "ok" else f"failed run ({result['reason']})"))
+    for seed in stage_seeds(args, params):
+        result = evaluate_run(run_dir(args.dataset, args.method, seed), evaluate["policies"], evaluate["thresholds"])
+        write_json(eval_path(args.dataset, args.method, seed), result)
+        print(f"evaluated {args.method} on {args.dataset} seed {seed}: "
+              + (f"{len(result['rows'])} threshold rows" if result["status"] == "ok"
+                 else f"failed run ({result['reason']})"))
 
 
 def cmd_tune(args, params) -> None:
     from bench.paths import run_dir, study_dir, tune_dir
     from bench.tune.run import tune_run
 
-    result = tune_run(run_dir(args.dataset, args.method, args.seed), tune_dir(args.dataset, args.method, args.seed),
-                      params["tune"], args.seed, study_dir(args.dataset, args.method, args.seed))
-    for row in result["budgets"]:
-        if row.get("feasible"):
-            print(f"budget {row['budget']:.2f} {row['calibrator']:16s} val acc {row['val']['accuracy']:.4f} "
-                  f"cost {row['val']['flops_fraction']:.3f} | test acc {row['test']['accuracy']:.4f} "
-                  f"cost {row['test']['flops_fraction']:.3f}")
-        else:
-            print(f"budget {row['budget']:.2f} {row['calibrator']:16s} infeasible on validation")
+    for seed in stage_seeds(args, params):
+        result = tune_run(run_dir(args.dataset, args.method, seed), tune_dir(args.dataset, args.method, seed),
+                          params["tune"], seed, study_dir(args.dataset, args.method, seed))
+        for row in result["budgets"]:
+            where = f"{args.method}/{args.dataset}/s{seed} budget {row['budget']:.2f} {row['calibrator']:16s}"
+            if row.get("feasible"):
+                print(f"{where} val acc {row['val']['accuracy']:.4f} cost {row['val']['flops_fraction']:.3f} | "
+                      f"test acc {row['test']['accuracy']:.4f} cost {row['test']['flops_fraction']:.3f}")
+            else:
+                print(f"{where} infeasible on validation")
 
 
 def cmd_aggregate(args, params) -> None:
@@ -147,12 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="registered methods, datasets, models and exit policies")
     p = sub.add_parser("prepare", help="verify sources and write datasets/<dataset>")
     p.add_argument("--dataset", required=True)
-    for name, help_ in (("train", "train one run"), ("evaluate", "threshold-grid evaluation of one run"),
-                        ("tune", "budget-targeted exit thresholds of one run (Optuna on validation)")):
+    for name, help_ in (("train", "train a method's runs"), ("evaluate", "threshold-grid evaluation of a method's runs"),
+                        ("tune", "budget-targeted exit thresholds of a method's runs (Optuna on validation)")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--dataset", required=True)
         p.add_argument("--method", required=True)
-        p.add_argument("--seed", type=int, required=True)
+        p.add_argument("--seed", type=int, default=None, help="one seed (default: every seed the grid gives the method)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("aggregate", help="tables and metrics of the whole grid into results/")
     sub.add_parser("figures", help="figures/ and results/REPORT.md from the aggregated tables (no retraining)")

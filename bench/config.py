@@ -31,6 +31,11 @@ ANALYSE_DEFAULTS = {"reference": "branchynet", "alpha": 0.05, "claims": CLAIMS_D
 DEVICES = ("cpu", "cuda", "auto")
 
 
+def seeds_of(grid: dict, method: str) -> list[int]:
+    """The seeds one method runs: grid.seeds, plus grid.extra_seeds when it is one of grid.extra_seed_methods."""
+    return [*grid["seeds"], *(grid["extra_seeds"] if method in grid["extra_seed_methods"] else [])]
+
+
 def require(ok: bool, where: str, allowed: str, value: object) -> None:
     if not ok:
         raise BenchError(f"{where} = {value!r} is out of range; allowed: {allowed}")

@@ -41,8 +41,10 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def save_torch(path: str | os.PathLike, obj: object) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # through a file object: given a path, torch.save names the archive's records after it, and the
+    # temporary name would make two saves of the same tensors differ byte for byte
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def write_csv(path: str | os.PathLike, frame) -> None:

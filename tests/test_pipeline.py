@@ -20,9 +20,8 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
     folder = tmp_path / "study"
     build_study(ROOT, folder, tiny_params)
     first = dvc(folder, "repro").stdout
-    assert stages_run(first) == {"prepare@tiny", "train@tiny-joint-0", "train@tiny-branchynet-0",
-                                 "evaluate@tiny-joint-0", "evaluate@tiny-branchynet-0", "tune@tiny-joint-0",
-                                 "tune@tiny-branchynet-0", "aggregate", "figures"}
+    assert stages_run(first) == {"prepare@tiny", "train@tiny-joint", "train@tiny-branchynet", "tune@tiny-joint",
+                                 "tune@tiny-branchynet", "aggregate", "figures"}
     metrics = json.loads((folder / "results/metrics.json").read_text())
     assert set(metrics["tiny"]) == {"joint", "branchynet"}
     assert 0.25 < metrics["tiny"]["joint"]["deepest_exit_test_accuracy"] <= 1.0
@@ -39,18 +38,35 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
     params = yaml.safe_load((folder / "params.yaml").read_text())
     params["methods"]["branchynet"]["label_smoothing"] = 0.1
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert stages_run(dvc(folder, "repro").stdout) == {"train@tiny-branchynet-0", "evaluate@tiny-branchynet-0",
-                                                       "tune@tiny-branchynet-0", "aggregate", "figures"}
+    assert stages_run(dvc(folder, "repro").stdout) == {"train@tiny-branchynet", "tune@tiny-branchynet",
+                                                       "aggregate", "figures"}
     assert json.loads(dvc(folder, "status", "--json").stdout) == {}
     metrics_json = json.loads(dvc(folder, "metrics", "show", "--json").stdout)
     assert metrics_json  # declared to DVC
 
+    trained = run_hashes(folder)
     params["grid"].update(extra_seed_methods=["joint"], extra_seeds=[1])  # more seeds for one method only
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert stages_run(dvc(folder, "repro").stdout) == {"train_extra@tiny-joint-1", "evaluate_extra@tiny-joint-1",
-                                                       "tune_extra@tiny-joint-1", "aggregate", "figures"}
+    output = dvc(folder, "repro").stdout
+    assert {"train@tiny-joint", "train@tiny-branchynet"} <= stages_run(output)  # the stages read grid.extra_*
+    assert "resuming branchynet/tiny/s0 after epoch" in output and "resuming joint/tiny/s0 after epoch" in output
+    assert "joint/tiny/s1 epoch 1/" in output  # only the new seed trains
+    assert run_hashes(folder)["results/runs/tiny/branchynet"] == trained["results/runs/tiny/branchynet"]
     metrics = json.loads((folder / "results/metrics.json").read_text())
     assert metrics["tiny"]["joint"]["seeds"] == 2 and metrics["tiny"]["branchynet"]["seeds"] == 1
+
+    params["grid"].update(extra_seed_methods=[], extra_seeds=[])  # and back: the persisted seed1 folder goes
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc(folder, "repro")
+    assert sorted(p.name for p in (folder / "results/runs/tiny/joint").iterdir()) == ["seed0"]
+    assert run_hashes(folder) == trained
+
+
+def run_hashes(folder) -> dict[str, str]:
+    """The content hash DVC recorded for each training stage's output (bit-identical runs hash equal)."""
+    lock = yaml.safe_load((folder / "dvc.lock").read_text())["stages"]
+    return {out["path"]: out["md5"] for name, stage in lock.items() if name.startswith("train@")
+            for out in stage["outs"]}
 
 
 def test_profiles_compose_onto_the_real_params():

@@ -8,6 +8,7 @@ import pandas as pd
 
 from bench.analyse.headline import headline
 from bench.analyse.stats import holm, paired_test, t_interval
+from bench.config import seeds_of
 from bench.errors import BenchError
 from bench.io import read_json, write_csv, write_json
 from bench.paths import RESULTS, eval_path, tune_dir
@@ -19,8 +20,7 @@ def grid_runs(grid: dict):
     """Every (dataset, method, seed) of the study: the full grid plus the extra seeds of some methods."""
     for dataset in grid["datasets"]:
         for method in grid["methods"]:
-            extra = grid["extra_seeds"] if method in grid["extra_seed_methods"] else []
-            for seed in [*grid["seeds"], *extra]:
+            for seed in seeds_of(grid, method):
                 yield dataset, method, seed
 
 

@@ -228,14 +228,15 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
             print(f"{spec.method}/{spec.dataset}/s{spec.seed} epoch {epoch + 1}/{epochs} ({phase.name}): "
                   f"val acc per exit {accs} ({epoch_log[-1]['seconds']:.1f}s)", flush=True)
             epoch += 1
+            elapsed = time.perf_counter() - started
             save_torch(out_dir / "checkpoint.pt", {
                 "fingerprint": fingerprint, "epoch": epoch, "phase_index": phase_index, "step": step,
                 "model": model.state_dict(), "extra": extra.state_dict() if extra is not None else None,
                 "method": method.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "step_log": step_log, "grad_log": grad_log, "epoch_log": epoch_log,
-                "train_seconds": time.perf_counter() - started})
-    train_seconds = time.perf_counter() - started
+                "train_seconds": elapsed})
+    train_seconds = elapsed  # epochs only: resuming a finished run reproduces its record exactly
 
     logits = {s: predict(method, model, extra, data.splits[s], device, memory_format, common["eval_batch_size"])
               for s in ("val", "test")}
