@@ -77,3 +77,25 @@ def test_profiles_compose_onto_the_real_params():
     assert smoke["grid"]["datasets"] == ["tiny"] and smoke["grid"]["methods"] == real["grid"]["methods"]
     assert smoke["train"]["tiny"]["epochs"] == 3
     assert smoke["train"]["tiny"]["model"] == real["train"]["tiny"]["model"]
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")))
+def test_every_profile_composes_into_valid_params(profile):
+    from bench.config import seeds_of
+    from bench.study import profile_params
+
+    params = profile_params(ROOT, profile)  # raises on an unknown key or out-of-range value
+    for method in params["grid"]["methods"]:
+        assert set(params["grid"]["seeds"]) <= set(seeds_of(params["grid"], method))
+
+
+def test_three_seeds_profile_is_the_default_grid_without_extra_seeds():
+    from bench.config import seeds_of
+    from bench.study import profile_params
+
+    default, three = profile_params(ROOT, ROOT / "params.yaml"), profile_params(ROOT, "three_seeds")
+    assert {k: v for k, v in three.items() if k != "grid"} == {k: v for k, v in default.items() if k != "grid"}
+    assert three["grid"]["methods"] == default["grid"]["methods"]
+    assert three["grid"]["datasets"] == default["grid"]["datasets"]
+    assert all(seeds_of(three["grid"], m) == [0, 1, 2] for m in three["grid"]["methods"])
+    assert any(len(seeds_of(default["grid"], m)) > 3 for m in default["grid"]["methods"])
