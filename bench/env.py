@@ -1,12 +1,14 @@
-"""The environment recorded with every result: versions, threads, device, CPU capability, git commit."""
+"""The environment recorded with every result: versions, threads, device, CPU capability, git commit and the
+SHA-256 of any uncommitted changes (bench/provenance.py)."""
 
 from __future__ import annotations
 
 import platform
-import subprocess
 from importlib.metadata import PackageNotFoundError, version
 
 import torch
+
+from bench.provenance import git_state
 
 PACKAGES = ["torch", "numpy", "scipy", "pandas", "optuna", "dvc", "tensorly", "eebench"]
 
@@ -21,16 +23,6 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
-
-
 def environment(device: torch.device, memory_format: str) -> dict:
     return {
         "python": platform.python_version(),
@@ -43,5 +35,5 @@ def environment(device: torch.device, memory_format: str) -> dict:
         "memory_format": memory_format,
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "packages": package_versions(),
-        "git_commit": git_commit(),
+        **git_state(),  # git_commit (sha, "-dirty" if uncommitted changes) and git_diff_sha256 (None if clean)
     }
