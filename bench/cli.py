@@ -43,30 +43,54 @@ def stage_seeds(args, params) -> list[int]:
 
 
 def cmd_train(args, params) -> None:
+    """Train the runs of one (dataset, method) that the plan says are not done; done runs are left untouched
+    (not even their checkpoints are read), so their outputs stay byte-identical."""
     import shutil
 
-    from bench.data import load_prepared
-    from bench.paths import DATASETS, run_dir
-    from bench.train.engine import RunSpec, train_run
+    from bench.execute.unit import execute
+    from bench.paths import run_dir
+    from bench.plan import plan_grid
 
     seeds = stage_seeds(args, params)
-    settings = section_for(params, "train", args.dataset)
-    data = load_prepared(args.dataset, DATASETS)
-    for seed in seeds:
-        spec = RunSpec(dataset=args.dataset, method=args.method, seed=seed,
-                       method_params=params["methods"][args.method], common=params["train"]["common"],
-                       settings=settings)
-        metrics = train_run(spec, data, run_dir(args.dataset, args.method, seed), progress=not args.quiet)
+    section_for(params, "train", args.dataset)
+    elsewhere = []
+    for run in plan_grid(params, Path("."), datasets=[args.dataset], methods=[args.method], seeds=seeds):
+        where = f"{args.method}/{args.dataset}/s{run.seed}"
+        if run.state == "done":
+            print(f"up to date: {where} (identity {run.digest[:12]})", flush=True)
+            continue
+        if run.state == "running":
+            elsewhere.append(f"{where} ({run.reason})")
+            continue
+        print(f"training {where}: {run.state}" + (f" ({run.reason})" if run.reason else ""), flush=True)
+        metrics = execute(params, args.dataset, args.method, run.seed, Path("."), progress=not args.quiet)
         if metrics["status"] == "failed":  # recorded; later stages report the run as failed
             continue
         accs = " ".join(f"{a:.4f}" for a in metrics["per_exit"]["test"]["accuracy"])
-        print(f"trained {args.method} on {args.dataset} seed {seed}: test acc per exit {accs}; "
+        print(f"trained {args.method} on {args.dataset} seed {run.seed}: test acc per exit {accs}; "
               f"{metrics['time']['seconds_per_epoch']:.1f} s/epoch", flush=True)
     if args.seed is None:  # the stage's output folder holds exactly the grid's seeds (it persists across runs)
         for stale in run_dir(args.dataset, args.method, 0).parent.glob("seed*"):
             if stale.name not in {f"seed{s}" for s in seeds}:
                 shutil.rmtree(stale)
                 print(f"removed {stale}: seed no longer in the grid", flush=True)
+    if elsewhere:
+        raise BenchError(f"{len(elsewhere)} run(s) are being trained by another process: {'; '.join(elsewhere)}; "
+                         "wait for them to finish (see `eebench plan`), then rerun")
+
+
+def cmd_plan(args, params) -> None:
+    from bench.plan import counts, format_plan, plan_grid
+
+    for name in args.dataset or []:
+        section_for(params, "train", name)
+    for name in args.method or []:
+        section_for(params, "methods", name)
+    runs = plan_grid(params, Path("."), datasets=args.dataset, methods=args.method)
+    if args.json:
+        print(json.dumps({"runs": [run.as_dict() for run in runs], "counts": counts(runs)}, indent=2))
+    else:
+        print(format_plan(runs))
 
 
 def cmd_evaluate(args, params) -> None:
@@ -175,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--method", required=True)
         p.add_argument("--seed", type=int, default=None, help="one seed (default: every seed the grid gives the method)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("plan", help="every run of the grid with its state: done, stale (and why), missing, failed, running")
+    p.add_argument("--dataset", action="append", help="only this dataset (repeatable; default: the grid's)")
+    p.add_argument("--method", action="append", help="only this method (repeatable; default: the grid's)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("aggregate", help="tables and metrics of the whole grid into results/")
     sub.add_parser("figures", help="figures/ and results/REPORT.md from the aggregated tables (no retraining)")
     for name, help_ in (("regress", "compare headline numbers with the committed expectations (exit 1 on regression)"),
@@ -185,12 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "bless":
             p.add_argument("--profile", default="ci", help="recorded in the expectations")
     p = sub.add_parser("study", help="run the pipeline with params.yaml + profiles/<profile>.yaml in its own folder")
-    p.add_argument("--profile", required=True, help="e.g. smoke")
+    p.add_argument("--profile", required=True,
+                   help="a profile of profiles/ (smoke, compare, ci, three_seeds) or the path of a YAML file (with its "
+                        ".yaml suffix); either is merged onto params.yaml")
     p.add_argument("--dir", default=None, help="study folder (default: .<profile>)")
     return parser
 
 
-COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate,
+COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "train": cmd_train, "plan": cmd_plan, "evaluate": cmd_evaluate,
             "tune": cmd_tune, "aggregate": cmd_aggregate, "figures": cmd_figures,
             "regress": cmd_regress, "bless": cmd_bless, "study": cmd_study}
 

@@ -80,36 +80,13 @@ def exit_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> list[float]:
     return (logits.argmax(-1) == labels).float().mean(1).tolist()
 
 
-def source_digest(method: Method) -> str:
-    """Hash of the code that shapes the weights: the engine, the models and the method's own module."""
-    import hashlib
-    import inspect
-
-    root = Path(__file__).resolve().parents[1]
-    files = sorted((root / "train").glob("*.py")) + sorted((root / "models").glob("*.py"))
-    files.append(Path(inspect.getfile(type(method))))
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def run_fingerprint(spec: RunSpec, data: PreparedDataset, method: Method) -> str:
-    """A checkpoint is resumed only by the run that wrote it: same settings, data and code."""
-    import hashlib
-    import json
-
-    payload = json.dumps({"spec": spec.__dict__, "data": data.manifest["data_sha256"], "code": source_digest(method)},
-                         sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+def load_checkpoint(path: Path, digest: str) -> dict | None:
+    """The checkpoint at `path` if the run that wrote it had this very identity digest, else None."""
     if not path.is_file():
         return None
     state = torch.load(path, weights_only=False)
-    if state.get("fingerprint") != fingerprint:
-        print(f"ignoring {path}: written by a run with other settings, data or code", flush=True)
+    if state.get("identity") != digest:
+        print(f"ignoring {path}: written by a run with another identity (settings, data or code)", flush=True)
         return None
     return state
 
@@ -125,9 +102,11 @@ def fail(out_dir: Path, spec: RunSpec, reason: str, epoch: int, step: int) -> di
     return record
 
 
-def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: bool = True) -> dict:
+def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, identity: dict, progress: bool = True) -> dict:
     """Train one run; resume from `out_dir/checkpoint.pt` when it was written by this very run (a killed
-    process loses at most the epoch in progress, and the result is bit-identical to an uninterrupted run)."""
+    process loses at most the epoch in progress, and the result is bit-identical to an uninterrupted run).
+    `identity` is the run's identity from its caller (bench/identity.py: {"digest", "components", ...}): its
+    digest decides whether a checkpoint is resumed, and the whole of it is recorded in metrics.json."""
     common, settings = spec.common, spec.settings
     gen = seed_everything(spec.seed, common["threads"])
     device = resolve_device(common["device"])
@@ -147,13 +126,13 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
     labels = train.labels
     batch_size, epochs = settings["batch_size"], settings["epochs"]
     steps_per_epoch = math.ceil(len(train) / batch_size)
-    fingerprint = run_fingerprint(spec, data, method)
+    digest = identity["digest"]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").unlink(missing_ok=True)  # a stale record must not outlive this run
 
     step_log, grad_log, epoch_log = [], [], []
     step, done, elapsed = 0, 0, 0.0
-    state = load_checkpoint(out_dir / "checkpoint.pt", fingerprint)
+    state = load_checkpoint(out_dir / "checkpoint.pt", digest)
     if state is not None:
         model.load_state_dict(state["model"])
         if extra is not None:
@@ -230,7 +209,7 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
             epoch += 1
             elapsed = time.perf_counter() - started
             save_torch(out_dir / "checkpoint.pt", {
-                "fingerprint": fingerprint, "epoch": epoch, "phase_index": phase_index, "step": step,
+                "identity": digest, "epoch": epoch, "phase_index": phase_index, "step": step,
                 "model": model.state_dict(), "extra": extra.state_dict() if extra is not None else None,
                 "method": method.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
@@ -264,6 +243,7 @@ def train_run(spec: RunSpec, data: PreparedDataset, out_dir: Path, progress: boo
                  "epochs": epochs, "steps": step},
         "data": {"manifest_sha256": data.manifest["data_sha256"], "sizes": data.manifest["sizes"]},
         "environment": environment(device, "channels_last" if common["channels_last"] else "contiguous"),
+        "identity": identity,
     }
     write_json(out_dir / "metrics.json", metrics)
     return metrics

@@ -1,0 +1,168 @@
+"""The planner: every run's state from small files, and `eebench train` executing exactly what is not done."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import bench.identity
+from bench.cli import main
+from bench.config import validate
+from bench.identity import run_identity
+from bench.io import write_json
+from bench.paths import run_dir
+from bench.plan import MARKER, counts, plan_grid
+from tests.conftest import write_params
+
+ALL_METHODS = ["branchynet", "cascade_aware", "cascade_opt", "classynet", "disjoint", "hard_cgt", "jei_dnn", "joint",
+               "l2w_den", "mixed", "pabee_weighted", "sdn", "self_distill", "soft_cgt", "ztw"]
+
+
+def patch_file_hash(monkeypatch, suffix: str) -> None:
+    """As if the file ending in `suffix` had been edited: its hash changes, every other file's stays."""
+    real = bench.identity.hash_file
+    monkeypatch.setattr(bench.identity, "hash_file",
+                        lambda path: "edited" + real(path) if path.as_posix().endswith(suffix) else real(path))
+
+
+def fabricate_done(params: dict, root, dataset: str, method: str, seed: int) -> None:
+    """A finished run's record with the identity the run has now (what train_run writes, minus the numbers)."""
+    write_json(root / run_dir(dataset, method, seed) / "metrics.json",
+               {"status": "ok", "identity": run_identity(params, dataset, method, seed, root)})
+
+
+@pytest.fixture
+def every_method(tiny_params, in_tmp):
+    params = validate({**tiny_params, "grid": {**tiny_params["grid"], "methods": ALL_METHODS}})
+    assert main(["--params", str(write_params(in_tmp, tiny_params)), "prepare", "--dataset", "tiny"]) == 0
+    for method in ALL_METHODS:
+        fabricate_done(params, in_tmp, "tiny", method, 0)
+    return params
+
+
+def states(runs) -> dict:
+    return {run.method: (run.state, run.reason) for run in runs}
+
+
+def test_every_fabricated_run_is_done(every_method, in_tmp):
+    runs = plan_grid(every_method, in_tmp)
+    assert counts(runs) == {"done": len(ALL_METHODS), "stale": 0, "missing": 0, "failed": 0, "running": 0}
+
+
+def test_editing_the_shared_cgt_loss_makes_exactly_the_cgt_methods_stale(every_method, in_tmp, monkeypatch):
+    patch_file_hash(monkeypatch, "methods/_cgt.py")
+    stale = {m: reason for m, (state, reason) in states(plan_grid(every_method, in_tmp)).items() if state != "done"}
+    assert stale == {"hard_cgt": "code methods/_cgt.py changed", "soft_cgt": "code methods/_cgt.py changed"}
+
+
+def test_editing_the_engine_makes_every_method_stale(every_method, in_tmp, monkeypatch):
+    patch_file_hash(monkeypatch, "bench/train/engine.py")
+    assert set(states(plan_grid(every_method, in_tmp)).values()) == {("stale", "code bench/train/engine.py changed")}
+
+
+def test_changing_one_methods_params_makes_only_that_method_stale(every_method, in_tmp):
+    every_method["methods"]["sdn"] = {**every_method["methods"]["sdn"], "label_smoothing": 0.25}
+    stale = {m: reason for m, (state, reason) in states(plan_grid(every_method, in_tmp)).items() if state != "done"}
+    assert stale == {"sdn": "params methods.sdn changed"}
+
+
+def test_changing_the_recipe_or_the_manifest_makes_every_run_stale(every_method, in_tmp):
+    tiny = every_method["train"]["tiny"]
+    recipe = {**every_method, "train": {**every_method["train"], "tiny": {**tiny, "lr": tiny["lr"] * 3}}}
+    assert set(states(plan_grid(recipe, in_tmp)).values()) == {("stale", "params train.tiny changed")}
+    manifest = in_tmp / "datasets" / "tiny" / "manifest.json"
+    record = json.loads(manifest.read_text())
+    record["extra"]["mean"] = [m + 1 for m in record["extra"]["mean"]]
+    manifest.write_text(json.dumps(record))  # the data checksum is unchanged: only the metadata differs
+    assert set(states(plan_grid(every_method, in_tmp)).values()) == {("stale", "data changed")}
+
+
+def test_missing_failed_running_and_dead_markers(every_method, in_tmp):
+    folder = lambda method: in_tmp / run_dir("tiny", method, 0)  # noqa: E731
+    (folder("joint") / "metrics.json").unlink()
+    (folder("sdn") / "metrics.json").unlink()
+    torch.save({}, folder("sdn") / "checkpoint.pt")
+    write_json(folder("ztw") / "metrics.json", {"status": "failed", "reason": "training diverged: loss is nan"})
+    host = socket.gethostname()
+    write_json(folder("mixed") / MARKER, {"pid": os.getpid(), "host": host, "started": "t0", "executor": "local",
+                                          "job_id": None})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    write_json(folder("disjoint") / MARKER, {"pid": int(dead.stdout), "host": host, "started": "t0",
+                                             "executor": "local", "job_id": None})
+    write_json(folder("classynet") / MARKER, {"pid": 1, "host": "node7", "started": "t0", "executor": "slurm",
+                                              "job_id": "4242_3"})
+    got = states(plan_grid(every_method, in_tmp))
+    assert got["joint"] == ("missing", "never trained")
+    assert got["sdn"][0] == "missing" and "checkpoint.pt" in got["sdn"][1]
+    assert got["ztw"] == ("failed", "training diverged: loss is nan")
+    assert got["mixed"][0] == "running" and str(os.getpid()) in got["mixed"][1]
+    assert got["disjoint"] == ("done", "")  # the marker of a dead process is ignored
+    assert got["classynet"][0] == "running" and "4242_3" in got["classynet"][1]
+
+
+def test_no_identity_recorded_is_stale_with_its_reason(every_method, in_tmp):
+    write_json(in_tmp / run_dir("tiny", "joint", 0) / "metrics.json", {"status": "ok"})
+    assert states(plan_grid(every_method, in_tmp))["joint"] == ("stale", "no identity recorded (trained before run identities)")
+
+
+def test_plan_command_json(every_method, in_tmp, tiny_params, capsys):
+    (in_tmp / run_dir("tiny", "joint", 0) / "metrics.json").unlink()
+    capsys.readouterr()
+    assert main(["plan", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["counts"] == {"done": 1, "stale": 0, "missing": 1, "failed": 0, "running": 0}  # the params' grid
+    assert {(r["method"], r["state"]) for r in out["runs"]} == {("joint", "missing"), ("branchynet", "done")}
+    assert main(["plan", "--method", "hard_cgt", "--method", "sdn"]) == 0
+    table = capsys.readouterr().out
+    assert "hard_cgt" in table and "sdn" in table and "joint" not in table and "2 runs: 2 done" in table
+
+
+def test_train_skips_done_runs_untouched_and_retrains_stale_ones(tiny_params, in_tmp, monkeypatch, capsys):
+    tiny_params["grid"]["methods"] = ["joint", "branchynet", "hard_cgt"]
+    write_params(in_tmp, tiny_params)
+    assert main(["prepare", "--dataset", "tiny"]) == 0
+    for method in ("joint", "hard_cgt"):
+        assert main(["train", "--dataset", "tiny", "--method", method, "--quiet"]) == 0
+    folders = {m: in_tmp / run_dir("tiny", m, 0) for m in ("joint", "hard_cgt")}
+    before = {m: {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in f.iterdir()} for m, f in folders.items()}
+    first = json.loads((folders["hard_cgt"] / "metrics.json").read_text())["identity"]
+
+    patch_file_hash(monkeypatch, "methods/_cgt.py")
+    capsys.readouterr()
+    assert main(["train", "--dataset", "tiny", "--method", "joint", "--quiet"]) == 0
+    assert "up to date: joint/tiny/s0" in capsys.readouterr().out
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folders["joint"].iterdir()} == before["joint"]
+
+    assert main(["train", "--dataset", "tiny", "--method", "hard_cgt", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "training hard_cgt/tiny/s0: stale (code methods/_cgt.py changed)" in out
+    assert "ignoring" in out and "resuming" not in out  # the finished checkpoint of the old identity is not reused
+    second = json.loads((folders["hard_cgt"] / "metrics.json").read_text())["identity"]
+    assert second["digest"] != first["digest"]
+    assert torch.load(folders["hard_cgt"] / "checkpoint.pt", weights_only=False)["identity"] == second["digest"]
+    assert not (folders["hard_cgt"] / MARKER).exists()
+    # the same training with only the code hash changed is deterministic: the numbers are those of the first run
+    assert (folders["hard_cgt"] / "logits.pt").read_bytes() == before["hard_cgt"]["logits.pt"][0]
+
+
+def test_a_checkpoint_of_the_same_identity_is_resumed_and_of_another_is_not(tiny_params, in_tmp, monkeypatch, capsys):
+    write_params(in_tmp, tiny_params)
+    assert main(["prepare", "--dataset", "tiny"]) == 0
+    assert main(["train", "--dataset", "tiny", "--method", "joint", "--quiet"]) == 0
+    folder = in_tmp / run_dir("tiny", "joint", 0)
+    (folder / "metrics.json").unlink()  # killed after its last checkpoint
+    capsys.readouterr()
+    assert main(["train", "--dataset", "tiny", "--method", "joint", "--quiet"]) == 0
+    assert "resuming joint/tiny/s0 after epoch 2/2" in capsys.readouterr().out
+    (folder / "metrics.json").unlink()
+    tiny_params["methods"]["joint"] = {**tiny_params["methods"].get("joint", {}), "label_smoothing": 0.1}
+    write_params(in_tmp, tiny_params)
+    assert main(["train", "--dataset", "tiny", "--method", "joint", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "ignoring" in out and "resuming" not in out
