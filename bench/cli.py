@@ -16,10 +16,15 @@ def cmd_list(args, params) -> None:
     from bench.models import MODELS
     from bench.train.method import METHODS, get_method
 
+    from bench.paramdocs import method_param_docs
+
     print("methods:  " + ", ".join(METHODS.names()))
     for name in METHODS.names():
         cls = get_method(name)
-        print(f"  {name:14s} policy={cls.exit_policy:12s} defaults={json.dumps(cls.defaults)}")
+        print(f"  {name:14s} policy={cls.exit_policy}")
+        docs = method_param_docs(cls)
+        for key, value in cls.defaults.items():  # methods.<name>.<key>: default, then its one-line meaning
+            print(f"      {key} = {json.dumps(value)}: {docs.get(key, '(no description)')}")
     print("datasets: " + ", ".join(DATASETS.names()))
     print("models:   " + ", ".join(MODELS.names()))
     print("policies: " + ", ".join(POLICIES.names()))

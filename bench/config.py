@@ -135,8 +135,13 @@ def validate(params: object) -> dict:
     resolved["tune"] = tune
 
     analyse = check_section(ANALYSE_DEFAULTS, params["analyse"], "analyse")
+    if "reference" not in (params["analyse"] or {}):  # not given: the study's first method
+        analyse["reference"] = grid["methods"][0]
     METHODS.get(analyse["reference"], where="analyse.reference")
-    require(analyse["reference"] in grid["methods"], "analyse.reference", "a method of grid.methods", analyse["reference"])
+    if analyse["reference"] not in grid["methods"]:
+        raise BenchError(f"analyse.reference = {analyse['reference']!r} is not in grid.methods; set analyse.reference to "
+                         f"one of {', '.join(grid['methods'])} (every method is compared with it), or leave it out "
+                         f"to use the first, {grid['methods'][0]!r}")
     require(0 < analyse["alpha"] < 1, "analyse.alpha", "0 < value < 1", analyse["alpha"])
     claims = analyse["claims"] = check_section(CLAIMS_DEFAULTS, analyse["claims"], "analyse.claims")
     for key in ("baseline", "gate_method"):
@@ -152,10 +157,9 @@ def validate(params: object) -> dict:
         for section in ("prepare", "train"):
             if name not in resolved[section]:
                 raise BenchError(f"{section}.{name} is missing from params.yaml; add a `{name}:` section under `{section}`")
-    for name in grid["methods"]:
-        if name not in resolved["methods"]:
-            raise BenchError(f"methods.{name} is missing from params.yaml; add `{name}: {{}}` (defaults: "
-                             f"{METHODS.get(name).defaults})")
+    for name in grid["methods"]:  # a method without a section runs with its defaults (`eebench study` writes `{}`
+        if name not in resolved["methods"]:  # for DVC, which tracks methods.<name> per stage)
+            resolved["methods"][name] = check_section(METHODS.get(name).defaults, None, f"methods.{name}")
     return resolved
 
 

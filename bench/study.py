@@ -33,6 +33,8 @@ def profile_params(project: Path, profile: str | Path) -> dict:
     base = yaml.safe_load((project / "params.yaml").read_text())
     params = merge(base, yaml.safe_load(path.read_text()) or {})
     validate(params)
+    for name in params["grid"]["methods"]:  # DVC tracks methods.<name> per stage: a method on its defaults gets {}
+        params["methods"].setdefault(name, {})
     return params
 
 

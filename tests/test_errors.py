@@ -54,7 +54,6 @@ BAD_PARAMS = [
     (("prepare", "indian_pines", "val_fraction"), 1.5, ["prepare.indian_pines.val_fraction = 1.5 is out of range"]),
     (("evaluate", "thresholds"), [0.5, 1.2], ["evaluate.thresholds", "[0, 1]"]),
     (("evaluate", "policies"), ["coin_flip"], ["unknown exit policy 'coin_flip'", "beem, entropy, learned_gate, max_softmax, patience"]),
-    (("methods", "joint"), DELETE, ["methods.joint is missing from params.yaml"]),
     (("evaluate",), DELETE, ["params.yaml has no `evaluate` section"]),
 ]
 
