@@ -1,0 +1,189 @@
+"""Run identity: code closures against independent references (modulefinder, a real import), the train stage's
+deps covering every closure, and methods from other packages identified by their distribution."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import modulefinder
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import yaml
+
+import bench.identity
+from bench.config import validate
+from bench.data import DATASETS
+from bench.identity import (REPO, SourceTree, closure_in, code_closure, code_identity, dataset_module, method_module,
+                            run_identity, why_different)
+from bench.train.method import METHODS
+
+MODULES = ["methods.hard_cgt", "methods.soft_cgt", "methods.mixed", "methods.joint", "bench.train.engine",
+           "bench.models", "bench.data.tiny"]
+
+
+def relative(paths) -> set[str]:
+    return {Path(p).resolve().relative_to(REPO).as_posix() for p in paths}
+
+
+def modulefinder_closure(module: str, root: Path) -> set[Path]:
+    """The reference: the standard library's bytecode-scanning finder, limited to one folder."""
+    finder = modulefinder.ModuleFinder(path=[str(root)])
+    finder.import_hook(module)
+    return {Path(m.__file__).resolve() for m in finder.modules.values() if m.__file__}
+
+
+def test_the_cgt_methods_share_their_loss_file_and_mixed_its_parent():
+    assert "methods/_cgt.py" in relative(code_closure("methods.hard_cgt"))
+    assert "methods/_cgt.py" in relative(code_closure("methods.soft_cgt"))
+    assert "methods/disjoint.py" in relative(code_closure("methods.mixed"))
+    assert "methods/_cgt.py" not in relative(code_closure("methods.joint"))
+    assert "methods/hard_cgt.py" not in relative(code_closure("methods.soft_cgt"))
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_closure_equals_modulefinder(module):
+    assert set(code_closure(module)) == modulefinder_closure(module, REPO)
+
+
+@pytest.mark.parametrize("module", ["methods.hard_cgt", "methods.mixed", "bench.train.engine"])
+def test_every_repository_module_a_real_import_loads_is_in_the_closure(module):
+    listing = subprocess.run([sys.executable, "-c", f"import sys, {module}\n"
+                              "print('\\n'.join(str(getattr(m, '__file__', None)) for m in list(sys.modules.values())))"],
+                             capture_output=True, text=True, cwd=REPO, check=True).stdout.split()
+    loaded = {Path(f) for f in listing if Path(f).is_absolute()}  # torch names some modules by a bare file name
+    loaded = {f.resolve() for f in loaded if f.resolve().is_relative_to(REPO) and ".venv" not in f.parts}
+    assert loaded and loaded <= set(code_closure(module))
+
+
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def test_relative_imports_submodules_and_imports_inside_functions(tmp_path):
+    write_tree(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "from . import b\nfrom .sub import c\nfrom .sub.d import thing\nimport os\n",
+        "pkg/b.py": "import pkg.deep.leaf\n",
+        "pkg/deep/__init__.py": "",
+        "pkg/deep/leaf.py": "def f():\n    from ..sub import late\n",
+        "pkg/sub/__init__.py": "from .. import e\n",
+        "pkg/sub/c.py": "",
+        "pkg/sub/d.py": "thing = 1\n",
+        "pkg/sub/late.py": "",
+        "pkg/e.py": "",
+        "pkg/unused.py": "",
+        "other.py": "",
+    })
+    got = set(closure_in(SourceTree(tmp_path.resolve()), "pkg.a"))
+    assert got == modulefinder_closure("pkg.a", tmp_path)
+    assert {p.relative_to(tmp_path.resolve()).as_posix() for p in got} == {
+        "pkg/__init__.py", "pkg/a.py", "pkg/b.py", "pkg/deep/__init__.py", "pkg/deep/leaf.py", "pkg/sub/__init__.py",
+        "pkg/sub/c.py", "pkg/sub/d.py", "pkg/sub/late.py", "pkg/e.py"}
+
+
+def resolve(dep: str, dataset: str, method: str) -> str:
+    return dep.replace("${item.dataset}", dataset).replace("${item.method}", method)
+
+
+def test_the_train_stage_depends_on_every_file_of_every_methods_closure():
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]
+    assert "methods/" not in stage["cmd"]  # an entry-point method or a file named otherwise must run too
+    for dataset in DATASETS.names():
+        for method in METHODS.names():
+            deps = [resolve(d, dataset, method) for d in stage["deps"]]
+            assert all((REPO / d).exists() for d in deps if not d.startswith("datasets/"))
+            files = code_identity(method_module(method), dataset_module(dataset))["files"]
+            uncovered = [f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)]
+            assert not uncovered, f"train@{dataset}-{method}: {uncovered} not in its deps"
+
+
+def test_an_uncovered_file_would_be_caught():  # the check above can fail: drop one folder and it does
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]
+    deps = [d for d in stage["deps"] if d != "methods"]
+    files = code_identity(method_module("hard_cgt"), dataset_module("tiny"))["files"]
+    assert [f for f in files if not any(f == d or f.startswith(d + "/") for d in deps)] == [
+        "methods/__init__.py", "methods/_cgt.py", "methods/hard_cgt.py"]
+
+
+DIST = {
+    "poly_pkg/__init__.py": """
+        import torch
+
+        import other_mod  # noqa: F401  (beside the package on sys.path, but not the distribution's)
+        from bench.train.method import Method, register_method
+
+        from . import loss
+
+
+        @register_method("poly1_ds")
+        class Poly(Method):
+            defaults = {"eps": 1.0}
+
+            def exit_losses(self, logits, targets, ctx):
+                return torch.stack([loss.poly1(z, targets, self.params["eps"]) for z in logits])
+        """,
+    "poly_pkg/loss.py": """
+        import torch.nn.functional as F
+
+
+        def poly1(z, y, eps):
+            ce = F.cross_entropy(z, y, reduction="none")
+            return (ce + eps * (1 - (-ce).exp())).mean()
+        """,
+    "poly_pkg/unused.py": "",
+    "other_mod.py": "",
+    "poly_pkg-1.2.3.dist-info/METADATA": "Metadata-Version: 2.1\nName: poly-pkg\nVersion: 1.2.3\n",
+    "poly_pkg-1.2.3.dist-info/entry_points.txt": "[eebench.methods]\npoly1_ds = poly_pkg\n",
+    "poly_pkg-1.2.3.dist-info/RECORD": "poly_pkg/__init__.py,,\npoly_pkg/loss.py,,\npoly_pkg/unused.py,,\n"
+                                        "poly_pkg-1.2.3.dist-info/METADATA,,\n",
+}
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    write_tree(site, DIST)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))  # registered for this test only
+    importlib.invalidate_caches()
+    try:
+        (entry,) = [e for e in entry_points(group="eebench.methods") if e.name == "poly1_ds"]
+        entry.load()
+        yield site.resolve()
+    finally:
+        for name in [n for n in sys.modules if n == "poly_pkg" or n.startswith("poly_pkg.") or n == "other_mod"]:
+            del sys.modules[name]
+        bench.identity.source_tree.cache_clear()
+
+
+def test_an_entry_point_method_is_identified_by_its_distribution(plugin, tiny_params):
+    assert method_module("poly1_ds") == "poly_pkg"
+    assert set(code_closure("poly_pkg")) == {plugin / "poly_pkg" / "__init__.py", plugin / "poly_pkg" / "loss.py"}
+    params = validate({**tiny_params, "methods": {**tiny_params["methods"], "poly1_ds": {}}})
+    identity = run_identity(params, "tiny", "poly1_ds", 0, Path("."))
+    code = identity["components"]["code"]
+    assert code["distributions"] == {"poly-pkg": "1.2.3"}
+    for name in ("__init__.py", "loss.py"):
+        assert code["files"][f"poly-pkg:poly_pkg/{name}"] == hashlib.sha256((plugin / "poly_pkg" / name).read_bytes()).hexdigest()
+    assert not [k for k in code["files"] if "unused" in k or "other_mod" in k]
+    assert "bench/train/engine.py" in code["files"]  # the engine's closure, keyed in the repository
+
+    (plugin / "poly_pkg" / "loss.py").write_text("# edited\n" + (plugin / "poly_pkg" / "loss.py").read_text())
+    edited = run_identity(params, "tiny", "poly1_ds", 0, Path("."))
+    assert why_different(identity, edited, "tiny", "poly1_ds") == "code poly-pkg:poly_pkg/loss.py changed"
+
+
+def test_a_module_outside_the_repository_and_every_distribution_is_refused(tmp_path, monkeypatch):
+    write_tree(tmp_path, {"loose_mod.py": "x = 1\n"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(bench.identity.BenchError, match="neither in this repository"):
+        code_closure("loose_mod")
+    sys.modules.pop("loose_mod", None)
