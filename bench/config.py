@@ -139,9 +139,9 @@ def validate(params: object) -> dict:
         analyse["reference"] = grid["methods"][0]
     METHODS.get(analyse["reference"], where="analyse.reference")
     if analyse["reference"] not in grid["methods"]:
-        raise BenchError(f"analyse.reference = {analyse['reference']!r} is not in grid.methods; set analyse.reference to "
-                         f"one of {', '.join(grid['methods'])} (every method is compared with it), or leave it out "
-                         f"to use the first, {grid['methods'][0]!r}")
+        raise BenchError(f"analyse.reference = {analyse['reference']!r} is not in grid.methods; set it to one of "
+                         f"{', '.join(grid['methods'])} (every method is compared with it), e.g. `analyse: {{reference: "
+                         f"{grid['methods'][0]}}}` in your profile (left out of params.yaml, it is the first method)")
     require(0 < analyse["alpha"] < 1, "analyse.alpha", "0 < value < 1", analyse["alpha"])
     claims = analyse["claims"] = check_section(CLAIMS_DEFAULTS, analyse["claims"], "analyse.claims")
     for key in ("baseline", "gate_method"):

@@ -29,11 +29,14 @@ def _cell(value: object) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _doc(obj: object) -> str:
-    """A docstring as Markdown prose: brackets outside code spans are escaped (`[K, N]` is not a link)."""
-    text = inspect.cleandoc(obj.__doc__ or "").strip()
+def _prose(text: str) -> str:
+    """Plain text as Markdown prose: brackets outside code spans are escaped (`[K, N]` is not a link)."""
     parts = re.split(r"(`[^`]*`)", text)
     return "".join(p if p.startswith("`") else p.replace("[", "\\[").replace("]", "\\]") for p in parts)
+
+
+def _doc(obj: object) -> str:
+    return _prose(inspect.cleandoc(obj.__doc__ or "").strip())
 
 
 # ---------------------------------------------------------------------------------------------- methods
@@ -69,12 +72,13 @@ def method_section(name: str, level: int = 2) -> str:
     if cls.defaults:
         lines += ["| parameter | default | meaning | where the default comes from |", "| --- | --- | --- | --- |"]
         for key, value in cls.defaults.items():
-            lines.append(f"| `{key}` | `{_cell(value)}` | {_cell(docs.get(key, ''))} | {_cell(cls.choices.get(key, 'the source'))} |")
+            lines.append(f"| `{key}` | `{_cell(value)}` | {_prose(_cell(docs.get(key, '')))} | "
+                         f"{_prose(_cell(cls.choices.get(key, 'the source')))} |")
         lines.append("")
     others = {k: v for k, v in cls.choices.items() if k not in cls.defaults}
     if others:
         lines += ["Other choices that are ours (recorded in every run's `metrics.json`):", ""]
-        lines += [f"- **{key}:** {_cell(value)}" for key, value in others.items()]
+        lines += [f"- **{key}:** {_prose(_cell(value))}" for key, value in others.items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -117,7 +121,7 @@ def params_reference() -> str:
     lines: list[str] = []
     for section, rows in param_rows(params).items():
         lines += [f"### `{section}`", "", "| key | default study | meaning |", "| --- | --- | --- |"]
-        lines += [f"| `{key}` | `{_cell(value)}` | {_cell(param_doc(params, section, key))} |" for key, value in rows]
+        lines += [f"| `{key}` | `{_cell(value)}` | {_prose(_cell(param_doc(params, section, key)))} |" for key, value in rows]
         lines.append("")
     return "\n".join(lines)
 
@@ -186,7 +190,7 @@ def headline_table(results: Path | None = None) -> str:
         return f"{row['mean'] * scale:.{digits}f} [{row.ci_low * scale:.{digits}f}, {row.ci_high * scale:.{digits}f}]"
 
     datasets = list(dict.fromkeys(deepest.dataset))
-    header = ["method"] + [f"{d}: {col}" for d in datasets for col in ("deepest exit", f"@{middle:g} FLOPs")]
+    header = ["method"] + [f"{d}: {col}" for d in datasets for col in ("deepest exit", f"budget {middle:g}")]
     lines = ["| " + " | ".join(header) + " | seeds |", "| " + " | ".join("---" for _ in header) + " | --- |"]
     for method in sorted(deepest.method.unique()):
         cells, seeds = [], set()
