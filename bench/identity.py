@@ -78,6 +78,12 @@ def module_path(module_name: str) -> Path:
 
 
 @lru_cache(maxsize=None)
+def installed_packages() -> dict[str, list[str]]:
+    """Top-level import names -> distributions (scanning every installed distribution: once per process)."""
+    return packages_distributions()
+
+
+@lru_cache(maxsize=None)
 def source_tree(path: Path) -> SourceTree:
     """The tree a module file belongs to: this repository, or the installed distribution that ships it."""
     if path.is_relative_to(REPO) and not any(part in ("site-packages", "dist-packages") for part in path.parts):
@@ -87,7 +93,7 @@ def source_tree(path: Path) -> SourceTree:
         if root is None or not path.is_relative_to(root):
             continue
         top = path.relative_to(root).parts[0].removesuffix(".py")
-        for name in packages_distributions().get(top, []):
+        for name in installed_packages().get(top, []):
             dist = distribution(name)
             files = frozenset(Path(dist.locate_file(f)).resolve() for f in dist.files or [])
             if path in files:
@@ -162,14 +168,18 @@ def hash_file(path: Path) -> str:
     return file_sha256(path, stat.st_mtime_ns, stat.st_size)
 
 
-def code_identity(*modules: str) -> dict:
+def code_identity(*modules: str, closures: dict[str, list[Path]] | None = None) -> dict:
     """The code component: {"files": {key: sha256}} for the union of the closures of `modules` (the method's and
     the dataset's), the engine and the models (keys relative to their source tree); an external method adds its
-    distribution's name and version, and its files are keyed `<distribution>:<path>`."""
+    distribution's name and version, and its files are keyed `<distribution>:<path>`. `closures`: a cache of
+    closures by module, kept by a caller that identifies many runs (the planner)."""
+    closures = {} if closures is None else closures
     files: dict[str, str] = {}
     distributions: dict[str, str] = {}
     for module in (*modules, *TRAINING_MODULES):
-        for path in code_closure(module):
+        if module not in closures:
+            closures[module] = code_closure(module)
+        for path in closures[module]:
             tree = source_tree(path)
             key = tree.key(path) if tree.distribution is None else f"{tree.distribution}:{tree.key(path)}"
             if tree.distribution is not None:

@@ -92,6 +92,7 @@ def plan_grid(params: dict, root: Path = Path("."), datasets: list[str] | None =
     grid = params["grid"]
     runs = []
     codes: dict[tuple[str, str], tuple[dict, str]] = {}
+    closures: dict[str, list[Path]] = {}
     for dataset in datasets or grid["datasets"]:
         data = data_identity(dataset, root)
         shared = {"common": params["train"]["common"], "recipe": params["train"][dataset], "data": data}
@@ -99,7 +100,7 @@ def plan_grid(params: dict, root: Path = Path("."), datasets: list[str] | None =
         for method in methods or grid["methods"]:
             modules = (method_module(method), dataset_module(dataset))
             if modules not in codes:
-                code = code_identity(*modules)
+                code = code_identity(*modules, closures=closures)
                 codes[modules] = code, sha256_json(code)
             code, code_hash = codes[modules]
             method_params = params["methods"][method]

@@ -154,6 +154,7 @@ def plugin(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))  # registered for this test only
     importlib.invalidate_caches()
+    bench.identity.installed_packages.cache_clear()  # a distribution installed just now
     try:
         (entry,) = [e for e in entry_points(group="eebench.methods") if e.name == "poly1_ds"]
         entry.load()
@@ -162,6 +163,7 @@ def plugin(tmp_path, monkeypatch):
         for name in [n for n in sys.modules if n == "poly_pkg" or n.startswith("poly_pkg.") or n == "other_mod"]:
             del sys.modules[name]
         bench.identity.source_tree.cache_clear()
+        bench.identity.installed_packages.cache_clear()
 
 
 def test_an_entry_point_method_is_identified_by_its_distribution(plugin, tiny_params):
