@@ -54,7 +54,7 @@ def cmd_train(args, params) -> None:
 
     from bench.execute.unit import execute
     from bench.paths import run_dir
-    from bench.plan import plan_grid
+    from bench.plan import MARKER, plan_grid
 
     seeds = stage_seeds(args, params)
     section_for(params, "train", args.dataset)
@@ -62,6 +62,7 @@ def cmd_train(args, params) -> None:
     for run in plan_grid(params, Path("."), datasets=[args.dataset], methods=[args.method], seeds=seeds):
         where = f"{args.method}/{args.dataset}/s{run.seed}"
         if run.state == "done":
+            (run.run_dir / MARKER).unlink(missing_ok=True)  # a dead process's marker must not stay in the output
             print(f"up to date: {where} (identity {run.digest[:12]})", flush=True)
             continue
         if run.state == "running":
