@@ -189,3 +189,8 @@ def test_a_module_outside_the_repository_and_every_distribution_is_refused(tmp_p
     with pytest.raises(bench.identity.BenchError, match="neither in this repository"):
         code_closure("loose_mod")
     sys.modules.pop("loose_mod", None)
+
+
+def test_the_identity_and_the_planner_are_not_part_of_what_they_identify():
+    training = relative(code_closure("bench.train.engine")) | relative(code_closure("bench.models"))
+    assert not {"bench/identity.py", "bench/plan.py", "bench/execute/unit.py", "bench/cli.py"} & training

@@ -166,3 +166,9 @@ def test_a_checkpoint_of_the_same_identity_is_resumed_and_of_another_is_not(tiny
     assert main(["train", "--dataset", "tiny", "--method", "joint", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "ignoring" in out and "resuming" not in out
+
+
+def test_a_dataset_no_longer_prepared_makes_its_runs_stale_and_says_how_to_fix_it(every_method, in_tmp):
+    (in_tmp / "datasets" / "tiny" / "manifest.json").unlink()
+    assert set(states(plan_grid(every_method, in_tmp)).values()) == {
+        ("stale", "data not prepared (run `eebench prepare --dataset tiny`)")}
