@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.metadata import distribution, packages_distributions
+from importlib.metadata import distribution, entry_points, packages_distributions
 from pathlib import Path
 
 from bench.errors import BenchError
@@ -98,6 +98,11 @@ def source_tree(path: Path) -> SourceTree:
             files = frozenset(Path(dist.locate_file(f)).resolve() for f in dist.files or [])
             if path in files:
                 return SourceTree(root, files, dist.metadata["Name"], dist.version)
+        for entry_point in entry_points(group="eebench.methods"):  # an editable install: its files are not listed
+            if entry_point.module.split(".")[0] == top and entry_point.dist is not None:
+                package = root / top if (root / top).is_dir() else root / f"{top}.py"
+                files = frozenset(f.resolve() for f in ([package] if package.is_file() else package.rglob("*.py")))
+                return SourceTree(root, files, entry_point.dist.metadata["Name"], entry_point.dist.version)
     raise BenchError(f"{path} is neither in this repository ({REPO}) nor in an installed distribution; install the "
                      "package that defines the method (pip install -e .) so its code can be identified")
 

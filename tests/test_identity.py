@@ -194,3 +194,34 @@ def test_a_module_outside_the_repository_and_every_distribution_is_refused(tmp_p
 def test_the_identity_and_the_planner_are_not_part_of_what_they_identify():
     training = relative(code_closure("bench.train.engine")) | relative(code_closure("bench.models"))
     assert not {"bench/identity.py", "bench/plan.py", "bench/execute/unit.py", "bench/cli.py"} & training
+
+
+def test_an_editable_install_of_a_plugin_is_identified_by_its_source_files(tmp_path, monkeypatch, tiny_params):
+    """`pip install -e` lists no package files in the distribution's RECORD; the entry point names the package."""
+    files = {k.replace("poly_pkg", "edit_pkg"): v for k, v in DIST.items() if not k.startswith("poly_pkg-")}
+    files["edit_pkg/__init__.py"] = files["edit_pkg/__init__.py"].replace("poly1_ds", "edit_ds")
+    write_tree(tmp_path / "src", files)
+    write_tree(tmp_path / "site", {
+        "edit_pkg-0.3.dist-info/METADATA": "Metadata-Version: 2.1\nName: edit-pkg\nVersion: 0.3\n",
+        "edit_pkg-0.3.dist-info/entry_points.txt": "[eebench.methods]\nedit_ds = edit_pkg\n",
+        "edit_pkg-0.3.dist-info/RECORD": "edit_pkg-0.3.dist-info/METADATA,,\n__editable__.edit_pkg-0.3.pth,,\n"})
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+    importlib.invalidate_caches()
+    bench.identity.installed_packages.cache_clear()
+    try:
+        (entry,) = [e for e in entry_points(group="eebench.methods") if e.name == "edit_ds"]
+        entry.load()
+        src = (tmp_path / "src").resolve()
+        assert set(code_closure("edit_pkg")) == {src / "edit_pkg/__init__.py", src / "edit_pkg/loss.py"}
+        params = validate({**tiny_params, "methods": {**tiny_params["methods"], "edit_ds": {}}})
+        code = run_identity(params, "tiny", "edit_ds", 0, Path("."))["components"]["code"]
+        assert code["distributions"] == {"edit-pkg": "0.3"}
+        assert code["files"]["edit-pkg:edit_pkg/loss.py"] == hashlib.sha256((src / "edit_pkg/loss.py").read_bytes()).hexdigest()
+        assert not [k for k in code["files"] if "other_mod" in k or "unused" in k]
+    finally:
+        for name in [n for n in sys.modules if n.split(".")[0] in ("edit_pkg", "other_mod")]:
+            del sys.modules[name]
+        bench.identity.source_tree.cache_clear()
+        bench.identity.installed_packages.cache_clear()
