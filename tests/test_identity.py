@@ -225,3 +225,25 @@ def test_an_editable_install_of_a_plugin_is_identified_by_its_source_files(tmp_p
             del sys.modules[name]
         bench.identity.source_tree.cache_clear()
         bench.identity.installed_packages.cache_clear()
+
+
+@pytest.mark.slow
+def test_an_entry_point_method_runs_through_the_real_pipeline(tmp_path, tiny_params, monkeypatch):
+    """The study used to fail with 'No such file or directory: methods/poly1_ds.py' (dvc.yaml named the file)."""
+    import json
+
+    from bench.study import build_study, dvc
+    from tests.conftest import ROOT
+
+    site = tmp_path / "site"
+    write_tree(site, DIST)
+    monkeypatch.setenv("PYTHONPATH", str(site))  # the stages' processes see the installed plugin
+    tiny_params["grid"]["methods"] = ["joint", "poly1_ds"]
+    tiny_params["methods"]["poly1_ds"] = {"eps": 2.0}
+    tiny_params["analyse"]["reference"] = "joint"
+    folder = tmp_path / "study"
+    build_study(ROOT, folder, tiny_params)
+    dvc(folder, "repro")
+    record = json.loads((folder / "results/runs/tiny/poly1_ds/seed0/metrics.json").read_text())
+    assert record["status"] == "ok" and record["identity"]["components"]["code"]["distributions"] == {"poly-pkg": "1.2.3"}
+    assert "poly1_ds" in json.loads((folder / "results/metrics.json").read_text())["tiny"]
