@@ -101,6 +101,7 @@ class L2WDEN(Method):
         "policy": "max softmax thresholds (authors: MSDNet budgeted thresholds on max softmax)",
     }
     exit_policy = "max_softmax"
+    not_state = ("meta_optimizer", "meta_optimizer_owner")  # saved by state_dict below; the owner is `extra`
 
     def __init__(self, params, num_exits, num_classes):
         super().__init__(params, num_exits, num_classes)
@@ -114,6 +115,23 @@ class L2WDEN(Method):
         self.meta_optimizer_owner: nn.Module | None = None
         self.first_lr: float | None = None
         self.last_meta_loss: float | None = None
+        self.pending_meta_state: dict | None = None  # a checkpoint's meta-optimiser state, loaded on first use
+
+    def state_dict(self) -> dict:
+        """Plain attributes plus the weight net's Adam state (moments, step counts), so a resumed run's meta
+        steps continue exactly where the killed run's stopped."""
+        state = super().state_dict()
+        state.pop("meta_optimizer", None)
+        state.pop("pending_meta_state", None)
+        state["meta_optimizer_state"] = (self.meta_optimizer.state_dict() if self.meta_optimizer is not None
+                                         else self.pending_meta_state)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        pending = state.pop("meta_optimizer_state")
+        super().load_state_dict(state)
+        self.meta_optimizer, self.meta_optimizer_owner, self.pending_meta_state = None, None, pending
 
     def extra_modules(self):
         return weight_net(self.num_exits, self.params["hidden_size"])
@@ -150,6 +168,9 @@ class L2WDEN(Method):
             self.meta_optimizer = torch.optim.Adam(net.parameters(), lr=self.params["meta_lr"],
                                                    weight_decay=self.params["meta_weight_decay"])
             self.meta_optimizer_owner = net
+            if self.pending_meta_state is not None:  # resumed: continue the checkpointed optimiser
+                self.meta_optimizer.load_state_dict(self.pending_meta_state)
+                self.pending_meta_state = None
         return self.meta_optimizer
 
     def meta_loss(self, model: nn.Module, net: nn.Module, net_params: dict, x: torch.Tensor, y: torch.Tensor,

@@ -54,6 +54,7 @@ class Method:
     source: ClassVar[str] = ""
     choices: ClassVar[dict] = {}
     exit_policy: ClassVar[str] = "max_softmax"
+    not_state: ClassVar[tuple[str, ...]] = ()  # non-plain attributes the subclass's own state_dict saves
 
     def __init__(self, params: dict | None, num_exits: int, num_classes: int):
         self.params = check_section(self.defaults, params, f"methods.{self.name}")
@@ -88,10 +89,21 @@ class Method:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
-        """The method's own training state, saved in every checkpoint: by default every attribute holding
-        plain values or tensors (methods with other state, e.g. their own optimiser, override this pair)."""
+        """The method's own training state, saved in every checkpoint: every attribute holding plain values or
+        tensors. Any other attribute (an optimiser, a generator, a module reference) is an error unless the
+        subclass lists it in `not_state` AND checkpoints it itself by overriding this pair (e.g. `l2w_den`'s
+        meta-optimiser), so no state can silently restart on resume."""
         plain = (int, float, str, bool, list, tuple, dict, torch.Tensor, type(None))
-        return {k: v for k, v in vars(self).items() if isinstance(v, plain)}
+        state, other = {}, []
+        for key, value in vars(self).items():
+            if isinstance(value, plain):
+                state[key] = value
+            elif key not in self.not_state:
+                other.append(f"{key} ({type(value).__name__})")
+        if other:
+            raise TypeError(f"method {self.name!r} holds state a checkpoint cannot capture: {', '.join(other)}; "
+                            f"override state_dict/load_state_dict to save it and list it in `not_state`")
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         vars(self).update(state)
