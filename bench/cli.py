@@ -35,6 +35,7 @@ def cmd_prepare(args, params) -> None:
     from bench.paths import DATASETS
 
     section = section_for(params, "prepare", args.dataset)
+    clean_before_writing(DATASETS / args.dataset)
     manifest = prepare_dataset(args.dataset, section, DATASETS)
     print(f"prepared {args.dataset}: {manifest['sizes']} -> {DATASETS / args.dataset}")
 
@@ -58,6 +59,7 @@ def cmd_train(args, params) -> None:
 
     seeds = stage_seeds(args, params)
     section_for(params, "train", args.dataset)
+    clean_before_writing(*(run_dir(args.dataset, args.method, seed) for seed in seeds))
     elsewhere = []
     for run in plan_grid(params, Path("."), datasets=[args.dataset], methods=[args.method], seeds=seeds):
         where = f"{args.method}/{args.dataset}/s{run.seed}"
@@ -105,7 +107,9 @@ def cmd_evaluate(args, params) -> None:
     from bench.paths import eval_path, run_dir
 
     evaluate = params["evaluate"]
-    for seed in stage_seeds(args, params):
+    seeds = stage_seeds(args, params)
+    clean_before_writing(*(eval_path(args.dataset, args.method, seed).parent for seed in seeds), recursive=False)
+    for seed in seeds:
         result = evaluate_run(run_dir(args.dataset, args.method, seed), evaluate["policies"], evaluate["thresholds"])
         write_json(eval_path(args.dataset, args.method, seed), result)
         print(f"evaluated {args.method} on {args.dataset} seed {seed}: "
@@ -117,7 +121,9 @@ def cmd_tune(args, params) -> None:
     from bench.paths import run_dir, study_dir, tune_dir
     from bench.tune.run import tune_run
 
-    for seed in stage_seeds(args, params):
+    seeds = stage_seeds(args, params)
+    clean_before_writing(*(d(args.dataset, args.method, seed) for seed in seeds for d in (tune_dir, study_dir)))
+    for seed in seeds:
         result = tune_run(run_dir(args.dataset, args.method, seed), tune_dir(args.dataset, args.method, seed),
                           params["tune"], seed, study_dir(args.dataset, args.method, seed))
         for row in result["budgets"]:
@@ -131,7 +137,9 @@ def cmd_tune(args, params) -> None:
 
 def cmd_aggregate(args, params) -> None:
     from bench.analyse.aggregate import aggregate
+    from bench.paths import RESULTS
 
+    clean_before_writing(RESULTS, recursive=False)
     metrics = aggregate(params["grid"], params["analyse"])
     for dataset, methods in metrics.items():
         if isinstance(methods, dict):
@@ -148,6 +156,8 @@ def cmd_figures(args, params) -> None:
     from bench.paths import FIGURES, RESULTS
 
     started = time.perf_counter()
+    clean_before_writing(FIGURES)
+    clean_before_writing(RESULTS, recursive=False)
     paths = make_figures(RESULTS, FIGURES)
     report = write_report(RESULTS, FIGURES, params)
     print(f"{len(paths)} figure files in {FIGURES}/ and {report} in {time.perf_counter() - started:.1f} s")
@@ -178,6 +188,15 @@ def cmd_study(args, params) -> None:
     started = time.perf_counter()
     print(run_study(Path.cwd(), folder, args.profile), end="")
     print(f"study '{args.profile}' in {folder}: dvc repro took {time.perf_counter() - started:.0f} s")
+
+
+def clean_before_writing(*folders, recursive: bool = True) -> None:
+    """Remove temporary files left in a stage's output folders by a write that was killed half-way, so they
+    neither pile up nor end up in DVC's outputs (.dvcignore keeps them out of hashes too)."""
+    from bench.io import remove_stale_temps
+
+    for path in remove_stale_temps(*folders, recursive=recursive):
+        print(f"removed {path}: temporary file of an interrupted write", flush=True)
 
 
 def section_for(params: dict, section: str, name: str) -> dict:

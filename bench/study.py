@@ -55,7 +55,8 @@ def dvc(folder: Path, *args: str) -> subprocess.CompletedProcess:
 
 def build_study(project: Path, folder: Path, params: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(project / "dvc.yaml", folder / "dvc.yaml")
+    for name in ("dvc.yaml", ".dvcignore"):  # .dvcignore keeps interrupted writes' temp files out of outputs
+        shutil.copy2(project / name, folder / name)
     write_text(folder / "params.yaml", yaml.safe_dump(params, sort_keys=False))
     for name in CODE_DIRS:
         target = folder / name

@@ -160,3 +160,79 @@ def test_bad_input_never_half_writes_a_run(in_tmp, tiny_params):
     assert not (in_tmp / "results/runs/tiny/branchynet/seed0/metrics.json").exists()
     with pytest.raises(BenchError):
         raise BenchError("x")
+
+
+STALE = ".checkpoint.pt.k3x9_q2a.tmp"  # the name a write killed half-way leaves (bench/io.py's atomic_path)
+
+
+class Stop(Exception):
+    pass
+
+
+def stop(*args, **kwargs):  # stands in for the stage's work: the clean-up must already have happened
+    raise Stop()
+
+
+STAGES = {  # command, folder its stage writes to, the function doing the work after the clean-up
+    "prepare": (["prepare", "--dataset", "tiny"], "datasets/tiny", "bench.data.prepare_dataset"),
+    "train": (["train", "--dataset", "tiny", "--method", "joint", "--seed", "0"], "results/runs/tiny/joint/seed0",
+              "bench.train.engine.train_run"),
+    "evaluate": (["evaluate", "--dataset", "tiny", "--method", "joint"], "results/eval/tiny/joint",
+                 "bench.evaluate.thresholds.evaluate_run"),
+    "tune": (["tune", "--dataset", "tiny", "--method", "joint"], "results/tune/tiny/joint/seed0",
+             "bench.tune.run.tune_run"),
+    "aggregate": (["aggregate"], "results", "bench.analyse.aggregate.aggregate"),
+    "figures": (["figures"], "figures", "bench.analyse.figures.make_figures"),
+}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_a_stage_removes_stale_temp_files_before_it_writes(in_tmp, tiny_params, monkeypatch, capsys, stage):
+    argv, folder, work = STAGES[stage]
+    write_params(in_tmp, tiny_params)
+    if stage == "train":
+        assert main(["prepare", "--dataset", "tiny"]) == 0
+    stale, kept = in_tmp / folder / STALE, in_tmp / folder / "notes.tmp"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"")
+    kept.write_text("not ours")
+    module, name = work.rsplit(".", 1)
+    monkeypatch.setattr(module + "." + name, stop)
+    with pytest.raises(Stop):
+        main(argv)
+    assert not stale.exists() and kept.read_text() == "not ours"
+    assert f"removed {stale.relative_to(in_tmp)}" in capsys.readouterr().out
+
+
+def test_remove_stale_temps_takes_only_atomic_path_names(tmp_path):
+    from bench.io import atomic_path, remove_stale_temps
+
+    with atomic_path(tmp_path / "deep" / "pareto.csv") as tmp:  # a name atomic_path really generates
+        generated = tmp.name
+    names = [generated, ".pareto.csv.abcd1234.tmp", ".x.tmp", "a.k3x9_q2a.tmp", ".a.k3x9_q2a.tmp.bak", "metrics.json"]
+    for name in names:
+        (tmp_path / "deep" / name).write_bytes(b"")
+    assert remove_stale_temps(tmp_path, recursive=False) == []
+    removed = remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([generated, ".pareto.csv.abcd1234.tmp"])
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == sorted(names[2:] + ["pareto.csv"])
+
+
+@pytest.mark.parametrize("with_dvcignore", [True, False])
+def test_dvcignore_keeps_temp_files_out_of_a_stage_output(tmp_path, with_dvcignore):
+    from pathlib import Path
+
+    from bench.study import dvc
+
+    root = Path(__file__).resolve().parents[1]
+    dvc(tmp_path, "init", "--no-scm", "-q")
+    if with_dvcignore:
+        (tmp_path / ".dvcignore").write_text((root / ".dvcignore").read_text())
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  make:\n    cmd: mkdir -p out && echo 1 > out/a.json && touch out/" + STALE
+        + "\n    outs:\n      - out\n")
+    dvc(tmp_path, "repro", "-q")
+    import yaml
+
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+    assert lock["stages"]["make"]["outs"][0]["nfiles"] == (1 if with_dvcignore else 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 
 from bench.data.splits import stratified_subset
 from bench.errors import BenchError
-from bench.io import read_json, save_torch, write_json
+from bench.io import load_torch, read_json, save_torch, write_json
 from bench.registry import Registry
 
 SPLITS = ("train", "val", "test")
@@ -64,6 +65,14 @@ def payload_digest(payload: dict) -> str:
     return digest.hexdigest()
 
 
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of a manifest's content without its own checksum field, as it reads back from JSON (so the
+    digest computed at prepare time and the one of the loaded file agree)."""
+    content = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    canonical = json.dumps(json.loads(json.dumps(content, sort_keys=True)), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def prepare_dataset(name: str, params: dict, root: Path) -> dict:
     """Run the dataset's `prepare`, take the configured subsets, and write data.pt + manifest.json."""
     spec = get_dataset(name)
@@ -94,6 +103,7 @@ def prepare_dataset(name: str, params: dict, root: Path) -> dict:
         "notes": prepared.notes,
         "data_sha256": payload_digest(payload),  # content checksum, verified by every later stage
     }
+    manifest["manifest_sha256"] = manifest_digest(manifest)  # the metadata (mean, num_classes…) is verified too
     write_json(out / "manifest.json", manifest)
     return manifest
 
@@ -140,19 +150,85 @@ class PreparedDataset:
         return self.manifest["num_classes"]
 
 
+def prepare_fix(name: str) -> str:
+    return f"run `eebench prepare --dataset {name}` (or `dvc repro -f prepare@{name}`)"
+
+
+MANIFEST_KEYS = ("dataset", "kind", "num_classes", "sizes", "class_counts", "stored_shapes", "extra", "data_sha256",
+                 "manifest_sha256")
+
+
+def finite_list(values: object, length: int, positive: bool = False) -> bool:
+    return (isinstance(values, list) and len(values) == length
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and (v > 0 or not positive)
+                    for v in values))
+
+
+def verify_manifest(name: str, manifest: object, payload: object, path: Path) -> None:
+    """Check the whole manifest against itself (its checksum written at prepare time) and against the data
+    (everything that can be recomputed from the arrays); any mismatch is a one-line BenchError."""
+    how = prepare_fix(name)
+
+    def bad(what: str) -> BenchError:
+        return BenchError(f"prepared metadata {path} is wrong ({what}); {how}")
+
+    if not isinstance(manifest, dict):
+        raise bad("not a JSON object")
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise bad(f"missing {', '.join(missing)}")
+    if manifest["manifest_sha256"] != manifest_digest(manifest):
+        raise bad("its content does not match the checksum written when it was prepared: it was edited or damaged")
+    if not isinstance(payload, dict) or not all(isinstance(payload.get(g), dict) for g in ("arrays", "labels", "shared")) \
+            or not all(s in payload["arrays"] and s in payload["labels"] for s in SPLITS):
+        raise BenchError(f"prepared file {path.parent / 'data.pt'} does not hold the prepared splits; {how}")
+    if payload_digest(payload) != manifest["data_sha256"]:
+        raise BenchError(f"prepared file {path.parent / 'data.pt'} does not match its manifest checksum; {how}")
+    spec = get_dataset(name)
+    if manifest["dataset"] != name:
+        raise bad(f"dataset {manifest['dataset']!r}, expected {name!r}")
+    if manifest["kind"] != payload.get("kind"):
+        raise bad(f"kind {manifest['kind']!r} but data.pt holds {payload.get('kind')!r}")
+    if manifest["num_classes"] != spec.num_classes:
+        raise bad(f"num_classes {manifest['num_classes']!r}, but dataset {name} has {spec.num_classes} classes")
+    for split in SPLITS:
+        labels, array = payload["labels"][split], payload["arrays"][split]
+        if len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < spec.num_classes):
+            raise bad(f"{split} labels outside 0..{spec.num_classes - 1}")
+        if manifest["sizes"].get(split) != len(labels) or len(array) != len(labels):
+            raise bad(f"sizes.{split} {manifest['sizes'].get(split)!r}, but data.pt holds {len(labels)} labels "
+                      f"and {len(array)} samples")
+        counts = np.bincount(labels.numpy(), minlength=spec.num_classes).tolist()
+        if manifest["class_counts"].get(split) != counts:
+            raise bad(f"class_counts.{split} differs from the labels' counts {counts}")
+        if manifest["stored_shapes"].get(split) != list(array.shape):
+            raise bad(f"stored_shapes.{split} {manifest['stored_shapes'].get(split)!r}, data.pt holds {list(array.shape)}")
+    extra = manifest["extra"]
+    if manifest["kind"] == "images":
+        channels = payload["arrays"]["train"].shape[1]
+        for key, positive in (("mean", False), ("std", True)):
+            if not finite_list(extra.get(key), channels, positive):
+                raise bad(f"extra.{key} {extra.get(key)!r} is not {channels} finite{' positive' if positive else ''} "
+                          "number(s)")
+    elif manifest["kind"] == "patches":
+        bands = payload["shared"]["cube"].shape[0] if "cube" in payload["shared"] else -1
+        for key, positive in (("band_mean", False), ("band_std", True)):
+            if not finite_list(extra.get(key), bands, positive):
+                raise bad(f"extra.{key} is not {bands} finite{' positive' if positive else ''} numbers")
+        size = extra.get("patch_size")
+        if not (isinstance(size, int) and size >= 1 and size % 2 == 1):
+            raise bad(f"extra.patch_size {size!r} is not an odd integer >= 1")
+
+
 def load_prepared(name: str, root: Path) -> PreparedDataset:
     folder = root / name
     manifest_path, data_path = folder / "manifest.json", folder / "data.pt"
-    how = f"run `eebench prepare --dataset {name}` (or `dvc repro prepare@{name}`)"
+    how = prepare_fix(name)
     if not manifest_path.is_file() or not data_path.is_file():
         raise BenchError(f"prepared dataset {folder} is missing; {how}")
-    manifest = read_json(manifest_path)
-    try:
-        payload = torch.load(data_path, weights_only=True)
-    except Exception:  # a damaged zip raises several types
-        raise BenchError(f"prepared file {data_path} is corrupt; {how}") from None
-    if payload_digest(payload) != manifest["data_sha256"]:
-        raise BenchError(f"prepared file {data_path} does not match its manifest checksum; {how}")
+    manifest = read_json(manifest_path, how)
+    payload = load_torch(data_path, how)
+    verify_manifest(name, manifest, payload, manifest_path)
     splits = {s: Split(payload["kind"], payload["arrays"][s], payload["labels"][s], manifest["extra"], payload["shared"])
               for s in SPLITS}
     return PreparedDataset(name, manifest, splits)
