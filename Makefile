@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export DVC_DAEMON := 0
 
-.PHONY: venv data repro figures smoke test regress bless clean-smoke
+.PHONY: venv data repro figures smoke test regress bless clean-smoke cluster cluster-stop
 .PHONY: test-fast docs docs-serve readme dashboard
 
 $(STAMP): pyproject.toml
@@ -91,3 +91,11 @@ bless: venv data
 
 clean-smoke:
 	rm -rf .smoke
+
+# A single-node SLURM cluster on localhost for the `slurm` executor (docs/cluster.md): Debian's slurm-wlm + munge,
+# config in cluster/, state under .eebench/cluster/. Prints the `export SLURM_CONF=...` line to use it.
+cluster:
+	cluster/start.sh
+
+cluster-stop:
+	cluster/stop.sh
