@@ -95,8 +95,9 @@ class JEIDNN(Method):
     GATE steps train only the gates with the mean of the class-weighted BCE between gate logits and the
     exit-subsequent targets 1[l ≥ l*], l* = argmin_l CE(IM_l) + λ·C_l (C_l = cumulative FLOPs fraction, the last
     exit 1; λ = `cost_weight`, the code's `--ce_ic_tradeoff`, default 0.7; README example 0.15); the weight of
-    the 1-targets of gate l is min(5, #0/#1) from the validation histogram of l*, refit after every epoch
-    (`set_from_validation`; 1 before the first fit, as in `GateTrainingHelper.__init__`).
+    the 1-targets of gate l is min(5, #0/#1) from the validation histogram of l*, refit after every bi-level epoch
+    (`set_from_validation`, after bi-level epochs only; 1 before the first fit, i.e. through the warm-up and the
+    first bi-level epoch, as in `GateTrainingHelper.__init__`).
     CLASSIFIER steps train the network with the plain mean CE over all exits.
 
     Inference-module loss, our decision: the released code's P-weighted loss
@@ -140,7 +141,8 @@ class JEIDNN(Method):
                 "non-detached ratio (docs §2.4), final exit included (ours; the code's final head is frozen). "
                 "Warm-up: the code's CE(final) + Σ (G+1−l)·CE(IM_l), final head trained too (ours). Gates: mean "
                 "BCEWithLogits over samples × gates, 1-targets weighted min(5, #0/#1) with #1 = validation samples "
-                "whose oracle exit is exactly l (the code's set_from_validation), refit each epoch.",
+                "whose oracle exit is exactly l (the code's set_from_validation), refit after each bi-level epoch "
+                "(not after warm-up epochs, as the code).",
         "policy": "learned_gate: first exit with conditional c_l ≥ threshold (code: 0.5; the benchmark sweeps "
                   "thresholds); 0/0 in c_l (unreachable: an earlier c_k = 1) → 1 instead of NaN (ours).",
     }
@@ -205,7 +207,11 @@ class JEIDNN(Method):
         return {"gate_exit_prob": torch.cat([c, ones]), "gate_prob": torch.cat([g, ones])}
 
     def epoch_end(self, extra, val_logits, val_labels, ctx):
-        """Refit the gates' positive-class weights from the validation histogram of the oracle exit."""
+        """Refit the gates' positive-class weights from the validation histogram of the oracle exit, after
+        bi-level epochs only (the authors' `set_from_validation` runs after bi-level epochs; the warm-up leaves
+        them at 1.0, so the first bi-level epoch trains the gates with 1.0)."""
+        if ctx.phase != BILEVEL:
+            return
         ce = torch.stack([F.cross_entropy(z.float(), val_labels.to(z.device), reduction="none") for z in val_logits])
         l_star = oracle_exit(ce, self.cost_fractions, self.params["cost_weight"])
         with torch.no_grad():

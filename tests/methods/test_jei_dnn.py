@@ -107,6 +107,27 @@ def test_epoch_end_refits_weights_and_gate_loss_uses_them():
     assert torch.allclose(losses, torch.tensor([8 * LN2 / 20, 34 * LN2 / 20, 0.0]), atol=1e-6)
 
 
+def test_warmup_epochs_do_not_refit_and_the_first_bilevel_epoch_uses_one():
+    """As the authors' code: set_from_validation runs after bi-level epochs only, so the warm-up leaves every
+    positive-class weight at 1.0 and the first bi-level epoch's gate loss is the unweighted BCE."""
+    method = get_method("jei_dnn")(None, 3, 2)
+    gates = method.extra_modules()
+    logits = confident_logits([0] * 6 + [1] * 2 + [2] * 2)  # a fit would give [2/3, 4]
+    labels = torch.zeros(10, dtype=torch.long)
+    for epoch in range(2):
+        method.epoch_end(gates, logits, labels, ctx(WARMUP, epoch))
+    assert gates.pos_weight.tolist() == [1.0, 1.0]
+    with torch.no_grad():
+        for gate in gates:
+            gate.weight.zero_()
+            gate.bias.zero_()
+    losses = method.exit_losses(list(logits), labels, ctx(BILEVEL, 0, gates))
+    # unweighted: gate 0 and gate 1 each 10 BCEs of ln 2, mean over 20
+    assert torch.allclose(losses, torch.tensor([10 * LN2 / 20, 10 * LN2 / 20, 0.0]), atol=1e-6)
+    method.epoch_end(gates, logits, labels, ctx(BILEVEL, 0))
+    assert torch.allclose(gates.pos_weight, torch.tensor([4 / 6, 4.0]))
+
+
 def grads_after(method, model, gates, phase, step):
     x, y = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 4
     for p in [*model.parameters(), *gates.parameters()]:
