@@ -24,19 +24,24 @@ class ClassyNet(Method):
     label is in its priority set (the others carry exactly zero gradient), the deepest exit on every sample:
     L_k = (1/K)(1/B) Σ_i 1[y_i ∈ S_k] CE(z_k,i, y_i), so with every set full the loss is `joint`'s. All sets start
     with every class; after each epoch S_k = {c : validation accuracy of exit k on class c ≥ class_acc_threshold}
-    (a class without validation samples keeps its membership). Exit policy: plain max softmax: the class
-    restriction is applied in training only."""
+    (a class without validation samples keeps its membership). Exit policy `class_aware` (the paper's rule: an
+    exit answers only for its priority classes): exit k may take a sample only when its prediction is in S_k and
+    its max softmax reaches the threshold; `eval_outputs` saves priority_mask[k, i] = 1[argmax z_k,i ∈ S_k]."""
 
     defaults = {"class_acc_threshold": 0.9}
-    source = ("ClassyNet, 'Class-Aware Early Exit Neural Networks for Edge Devices' (music.lab.vcu.edu/projects/"
-              "classynet; abstract only); loss and CGT's configuration NOT FOUND")
+    source = ("ClassyNet, 'Class-Aware Early Exit Neural Networks for Edge Devices' (Ayyat, Nadeem, Krawczyk, IEEE "
+              "Internet of Things Journal 11(9), 2024, doi 10.1109/JIOT.2023.3344120; music.lab.vcu.edu/projects/"
+              "classynet); loss and CGT's configuration NOT FOUND")
+    exit_policy = "class_aware"
     choices = {"class_acc_threshold": "ours (0.9): a class joins exit k's priority set when exit k's validation "
                                       "accuracy on it reaches this",
                "loss": "INFERRED: shallow exits' CE masked to their priority classes, normalised by the full batch, "
                        "weights 1/K as `joint`; deepest exit on all samples",
                "training": "INFERRED: sets start full and are refitted from validation accuracy after every epoch",
-               "policy": "max_softmax: class restriction in training only (no per-run policy parameters yet); "
-                         "how CGT configured ClassyNet's exits NOT FOUND"}
+               "policy": "class_aware: an exit takes a sample only when its prediction is one of the exit's priority "
+                         "classes and its max softmax reaches the exit's threshold (thresholds tuned like every "
+                         "method's); the confidence rule (max softmax) is ours, how CGT configured ClassyNet's "
+                         "exits NOT FOUND"}
 
     def __init__(self, params, num_exits, num_classes):
         super().__init__(params, num_exits, num_classes)
@@ -47,6 +52,10 @@ class ClassyNet(Method):
 
     def extra_modules(self):
         return PriorityClasses(self.num_exits, self.num_classes)
+
+    def eval_outputs(self, extra, logits):
+        """priority_mask [K, N]: whether each exit's prediction is one of that exit's priority classes."""
+        return {"priority_mask": extra.classes.gather(1, logits.argmax(-1))}
 
     def exit_losses(self, logits, targets, ctx):
         priority = ctx.extra.classes[:, targets]  # [K, B]

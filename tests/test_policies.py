@@ -28,7 +28,9 @@ def test_policy_matches_loop_reference(policy, threshold):
     logits = torch.randn(3, 200, 5, generator=gen) * 3
     labels = torch.randint(0, 5, (200,), generator=gen)
     flops = [10, 25, 70]
-    scores = POLICIES.get(policy).scores(logits, {"gate_exit_prob": torch.rand(3, 200, generator=gen)})
+    extras = {"gate_exit_prob": torch.rand(3, 200, generator=gen),
+              "priority_mask": (torch.rand(3, 200, generator=gen) < 0.6).float()}
+    scores = POLICIES.get(policy).scores(logits, extras)
     exits = exit_indices(scores, threshold)
     result = evaluate_policy(logits, labels, exits, flops)
     acc, cost, ref_exits = reference(logits, labels, scores, threshold, flops)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.evaluate.policies import Policy
+from bench.evaluate.policies import Policy, leaves
 from bench.models import MultiExitNet
 
 
@@ -28,7 +28,7 @@ def early_exit_predict(model: MultiExitNet, x: torch.Tensor, policy: Policy, thr
         if k == last:
             leave = torch.ones(len(inside), dtype=torch.bool)
         else:
-            leave = policy.scores(logits.unsqueeze(0))[0].double() >= thresholds[k]
+            leave = leaves(policy.scores(logits.unsqueeze(0)), thresholds[k])[0]
         if leave.any():
             predictions[inside[leave]] = logits[leave].argmax(-1)
             exits[inside[leave]] = k

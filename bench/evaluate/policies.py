@@ -1,6 +1,7 @@
 """Exit policies. Each maps every exit's outputs to a per-exit score [K, N]; a sample leaves at the first
 exit whose score reaches that exit's threshold, and the last exit takes every sample still inside. The
-policy declares the range its thresholds live in (what the tuner searches)."""
+policy declares the range its thresholds live in (what the tuner searches). "Reaches" has one definition,
+`leaves`, used by every stage (evaluate, tune, real inference): score ≥ threshold, both in float64."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ class Policy:
         extras = extras or {}
         missing = [key for key in self.needs if key not in extras]
         if missing:
-            raise BenchError(f"exit policy {self.name!r} needs {', '.join(missing)} from the method "
-                             "(a method with learned gates, e.g. jei_dnn); choose another policy for this run")
+            raise BenchError(f"exit policy {self.name!r} needs {', '.join(missing)}, which this run's method does "
+                             f"not save (its logits.pt extras: {', '.join(extras) or 'none'}); use the method's own "
+                             "policy (tune.policy: method) or a policy that reads only the logits")
         return self.score(logits, extras)
 
 
@@ -80,20 +82,35 @@ def learned_gate(logits: torch.Tensor, extras: dict) -> torch.Tensor:
     return extras["gate_exit_prob"]
 
 
+def class_aware(logits: torch.Tensor, extras: dict) -> torch.Tensor:
+    """ClassyNet (Ayyat et al. 2024): an exit answers only for its priority classes. Max softmax where the
+    exit's prediction is one of them (extras['priority_mask'] [K, N], nonzero = allowed), −inf elsewhere: below
+    every threshold, so such a sample goes on (the deepest exit takes everything still inside)."""
+    return torch.where(extras["priority_mask"].to(logits.device) > 0, max_softmax(logits, extras), -math.inf)
+
+
 register_policy(Policy("max_softmax", max_softmax, 0.0, 1.0))
 register_policy(Policy("entropy", entropy_confidence, 0.0, 1.0))
 register_policy(Policy("patience", patience, 0.0, 8.0, integer=True))
 register_policy(Policy("beem", beem, 0.0, 4.0))
 register_policy(Policy("learned_gate", learned_gate, 0.0, 1.0, needs=("gate_exit_prob",)))
+register_policy(Policy("class_aware", class_aware, 0.0, 1.0, needs=("priority_mask",)))
+
+
+def leaves(scores: torch.Tensor, thresholds) -> torch.Tensor:
+    """THE comparison rule of every stage: a sample may leave at exit k when score_k ≥ threshold_k, with the
+    score and the threshold both as float64 (a float32 score is widened exactly; a threshold is never rounded
+    to float32). scores [M, N], thresholds: M values or one → bool [M, N]."""
+    thresholds = torch.as_tensor(thresholds, dtype=torch.float64).reshape(-1)
+    return scores.double() >= thresholds.expand(scores.shape[0]).view(-1, 1)
 
 
 def exit_indices(scores: torch.Tensor, thresholds: torch.Tensor | float) -> torch.Tensor:
-    """[K, N] scores, per-exit thresholds (K−1 values or one) → exit index per sample."""
+    """[K, N] scores, per-exit thresholds (K−1 values or one) → exit index per sample (by `leaves`)."""
     k = scores.shape[0]
-    thresholds = torch.as_tensor(thresholds, dtype=scores.dtype).expand(k - 1) if k > 1 else torch.zeros(0)
-    leaves = scores[:-1] >= thresholds.view(-1, 1)
-    leaves = torch.cat([leaves, torch.ones(1, scores.shape[1], dtype=torch.bool)])
-    return leaves.int().argmax(0)  # first True
+    early = leaves(scores[:-1], thresholds) if k > 1 else torch.zeros(0, scores.shape[1], dtype=torch.bool)
+    decided = torch.cat([early, torch.ones(1, scores.shape[1], dtype=torch.bool)])
+    return decided.int().argmax(0)  # first True
 
 
 def decision_report(correct: torch.Tensor, exits: torch.Tensor, cumulative_flops, confidence: torch.Tensor) -> dict:
