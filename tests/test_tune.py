@@ -43,17 +43,77 @@ def brute_force(split, thresholds):
     return correct, int(np.asarray(FLOPS)[exits.numpy()].sum())
 
 
-@pytest.mark.parametrize("policy", ["max_softmax", "entropy", "patience", "beem"])
+def priority_extras(k, n, seed=5):
+    """A random class_aware mask (deepest exit always allowed)."""
+    mask = torch.rand(k, n, generator=torch.Generator().manual_seed(seed)) < 0.5
+    mask[-1] = True
+    return {"priority_mask": mask.float()}
+
+
+@pytest.mark.parametrize("policy", ["max_softmax", "entropy", "patience", "beem", "class_aware"])
 def test_exact_sweep_equals_brute_force(policy):
-    split = split_of(*synthetic_logits(400, 1), policy)
+    logits, labels = synthetic_logits(400, 1)
+    split = CachedSplit.from_logits(POLICIES.get(policy), logits, labels, priority_extras(3, 400), FLOPS)
     curve = single_threshold_curve(split)
-    assert np.all(np.diff(curve["threshold"]) < 0)
+    assert np.all(np.diff(curve["threshold"]) < 0) and np.all(np.diff(curve["boundary"]) < 0)
     for t, correct, flops in zip(curve["threshold"], curve["correct"], curve["total_flops"]):
         assert brute_force(split, t) == (correct, flops)
+    boundary, threshold = curve["boundary"][1:], curve["threshold"][1:]
+    below = np.r_[boundary[1:], split.low]
+    if POLICIES.get(policy).integer:  # integer policies keep the (exact) breakpoint
+        assert np.array_equal(threshold, boundary)
+    else:  # every operating threshold is the midpoint between neighbouring breakpoints, never on a score
+        assert np.array_equal(threshold, (boundary + below) / 2) and np.all(below < threshold)
+        assert np.all(threshold < boundary)
+        assert not np.isin(threshold, split.scores.numpy()).any()
     rng = np.random.default_rng(0)
-    for t in rng.uniform(-0.5, 2.0, 200):  # any threshold lands on the curve point it falls under
-        j = np.flatnonzero(curve["threshold"] >= t)[-1]
+    policy_range = POLICIES.get(policy).low, POLICIES.get(policy).high + 1.0
+    for t in np.r_[rng.uniform(*policy_range, 200), boundary]:  # any threshold of the range, breakpoints too
+        j = np.flatnonzero(curve["boundary"] >= t)[-1]  # the point whose interval (next, boundary] holds t
         assert brute_force(split, t) == (curve["correct"][j], curve["total_flops"][j])
+
+
+def test_class_aware_curve_never_lets_a_non_priority_prediction_leave_early():
+    logits, labels = synthetic_logits(300, 4)
+    extras = priority_extras(3, 300)
+    split = CachedSplit.from_logits(POLICIES.get("class_aware"), logits, labels, extras, FLOPS)
+    curve = single_threshold_curve(split)
+    exits = split.exits(curve["threshold"][-1])  # the most aggressive operating point
+    allowed = extras["priority_mask"].bool().gather(0, exits.view(1, -1))[0]
+    assert allowed.all()
+    ever_allowed_early = extras["priority_mask"][:-1].bool().any(0)
+    assert torch.equal(exits < 2, ever_allowed_early)  # at threshold ≤ every max softmax: exactly those leave
+
+
+def test_a_tie_is_decided_the_same_way_by_evaluate_and_tune(tmp_path):
+    """A score exactly float32(0.95) against the threshold 0.95: float64 comparison says it does not reach
+    0.95 (float32(0.95) = 0.949999988…), in the evaluate stage's rows and in tune's cached evaluation alike."""
+    from bench.evaluate.thresholds import evaluate_run
+
+    target = float(torch.tensor(0.95, dtype=torch.float32))
+    assert target < 0.95
+    logit = float(np.log(target / (1 - target)))  # 2-class logits whose max softmax is float32(0.95)
+    logits = torch.tensor([[[logit, 0.0]], [[0.0, 0.1]], [[0.0, 0.1]]], dtype=torch.float32)
+    labels = torch.tensor([0])
+    logits[0, 0, 0] = torch.tensor(logit, dtype=torch.float32)
+    while POLICIES.get("max_softmax").scores(logits)[0, 0].item() < target:
+        logits[0, 0, 0] = torch.nextafter(logits[0, 0, 0], torch.tensor(10.0))
+    while POLICIES.get("max_softmax").scores(logits)[0, 0].item() > target:
+        logits[0, 0, 0] = torch.nextafter(logits[0, 0, 0], torch.tensor(-10.0))
+    assert POLICIES.get("max_softmax").scores(logits)[0, 0].item() == target  # the tie is really built
+
+    split = split_of(logits, labels)
+    assert split.exits([0.95, 0.95]).tolist() == [2] and split.exits([target, target]).tolist() == [0]
+    folder = tmp_path / "run"
+    folder.mkdir()
+    save_torch(folder / "logits.pt", {s: {"logits": logits, "labels": labels, "extras": {}} for s in ("val", "test")})
+    (folder / "grad_stats.csv").write_text("")
+    write_json(folder / "metrics.json", {"status": "ok", "run": {"dataset": "d", "method": "joint", "seed": 0},
+                                         "method": {"exit_policy": "max_softmax"}, "exit_costs": {"flops": FLOPS},
+                                         **{key: {} for key in ("per_exit", "time", "data", "settings", "environment")},
+                                         "num_exits": 3})
+    rows = [r for r in evaluate_run(folder, ["max_softmax"], [0.95])["rows"] if r["split"] == "val"]
+    assert rows[0]["threshold"] == 0.95 and rows[0]["exit_fractions"] == [0.0, 0.0, 1.0]  # evaluate: not reached
 
 
 def test_optuna_per_exit_is_close_to_grid_brute_force_and_feasible():

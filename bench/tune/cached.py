@@ -21,13 +21,15 @@ class CachedSplit:
     labels: torch.Tensor  # [N]
     flops: np.ndarray  # [K] int64, cumulative FLOPs per exit
     confidence: torch.Tensor  # [K, N] max-softmax probability
+    low: float = 0.0  # the policy's lowest threshold (scores below it never leave early, e.g. class_aware's −inf)
+    integer: bool = False  # the policy's thresholds are integers
 
     @classmethod
     def from_logits(cls, policy: Policy, logits: torch.Tensor, labels: torch.Tensor, extras: dict | None,
                     flops: list[int]) -> "CachedSplit":
         predictions = logits.argmax(-1)
         return cls(policy.scores(logits, extras).double(), predictions == labels, predictions, labels,
-                   np.asarray(flops, dtype=np.int64), logits.softmax(-1).amax(-1))
+                   np.asarray(flops, dtype=np.int64), logits.softmax(-1).amax(-1), float(policy.low), policy.integer)
 
     @property
     def num_exits(self) -> int:
