@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import BenchError
-from bench.train.method import Method
+from bench.train.method import Method, check_range
 
 # the authors' 4-exit schedule (shallow -> deep), CFG.lambda_start / CFG.lambda_end
 AUTHORS_LAMBDA_START = (1.0, 0.7, 0.4, 0.1)
@@ -78,6 +78,10 @@ class ConfidenceGated(Method):
 
     def __init__(self, params, num_exits, num_classes):
         super().__init__(params, num_exits, num_classes)
+        check_range(self, "tau_train", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+        check_range(self, "eps_leak", lambda v: v >= 0, ">= 0")
+        if "sigmoid_scale" in self.params:
+            check_range(self, "sigmoid_scale", lambda v: v > 0, "> 0")
         self.lambda_start, self.lambda_end = resolve_lambdas(self.params, num_exits, f"methods.{self.name}")
 
     def pass_through(self, logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:

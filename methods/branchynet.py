@@ -28,6 +28,9 @@ class BranchyNet(Method):
             weights = weights * num_exits
         if len(weights) != num_exits:
             raise BenchError(f"methods.branchynet.weights has {len(weights)} values; the model has {num_exits} exits")
+        if any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in weights):
+            raise BenchError(f"methods.branchynet.weights must be non-negative numbers, got {weights!r}; set "
+                             f"methods.branchynet.weights to one value >= 0 per exit (or one for all)")
         self.weights = torch.tensor(weights, dtype=torch.float32)
 
     def exit_losses(self, logits, targets, ctx):

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from bench.train.method import Method, register_method
+from bench.train.method import Method, check_range, register_method
 
 
 @register_method("cascade_aware")
@@ -29,6 +29,11 @@ class CascadeAware(Method):
                        "deepest exit; deepest exit weight 1; batch-mean normalisation; 1/K scaling as joint",
                "label_smoothing": "ours (0.0 = none)"}
     exit_policy = "max_softmax"
+
+    def __init__(self, params, num_exits, num_classes):
+        super().__init__(params, num_exits, num_classes)
+        check_range(self, "downweight", lambda v: v >= 0, ">= 0")
+        check_range(self, "neither_weight", lambda v: v >= 0, ">= 0")
 
     def sample_weights(self, logits, targets) -> torch.Tensor:
         """w [K, B] under the rule above."""

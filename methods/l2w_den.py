@@ -11,7 +11,7 @@ from torch import nn
 from torch.func import functional_call
 
 from bench.errors import BenchError
-from bench.train.method import Method, Phase, register_method
+from bench.train.method import Method, Phase, check_range, register_method
 
 
 def weight_net(num_exits: int, hidden: int) -> nn.Module:
@@ -110,6 +110,9 @@ class L2WDEN(Method):
             raise BenchError(f"{where}.target_p must be > 0, got {self.params['target_p']}")
         if self.params["meta_interval"] < 1 or self.params["hidden_size"] < 1:
             raise BenchError(f"{where}.meta_interval and {where}.hidden_size must be ≥ 1")
+        check_range(self, "epsilon", lambda v: v >= 0, ">= 0")
+        check_range(self, "meta_lr", lambda v: v > 0, "> 0")
+        check_range(self, "meta_weight_decay", lambda v: v >= 0, ">= 0")
         self.proportions = target_proportions(self.params["target_p"], num_exits)
         self.meta_optimizer: torch.optim.Optimizer | None = None
         self.meta_optimizer_owner: nn.Module | None = None

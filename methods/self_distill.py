@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from bench.train.method import Method, register_method
+from bench.train.method import Method, check_range, register_method
 
 
 @register_method("self_distill")
@@ -23,6 +23,11 @@ class SelfDistill(Method):
                "loss": "BYOT hint (feature L2) term NOT used; teacher = deepest exit, detached",
                "label_smoothing": "ours (0.0 = none), on the label CE only"}
     exit_policy = "max_softmax"
+
+    def __init__(self, params, num_exits, num_classes):
+        super().__init__(params, num_exits, num_classes)
+        check_range(self, "temperature", lambda v: v > 0, "> 0")
+        check_range(self, "aux_weight", lambda v: v >= 0, ">= 0")
 
     def exit_losses(self, logits, targets, ctx):
         ls, k = self.params["label_smoothing"], len(logits)

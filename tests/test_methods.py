@@ -101,7 +101,8 @@ def test_method_documents_source_choices_and_policy(name):
     from bench.evaluate.policies import POLICIES
 
     assert cls.__doc__ and cls.source and cls.choices
-    assert set(cls.choices) <= set(cls.defaults) | {"training", "architecture", "loss", "policy"} or cls.choices
+    unexplained = set(cls.choices) - (set(cls.defaults) | {"training", "architecture", "loss", "policy"})
+    assert not unexplained, f"choices name neither a parameter nor a documented aspect: {unexplained}"
     assert cls.exit_policy in POLICIES
     assert set(cls.describe()) >= {"name", "source", "choices", "defaults", "exit_policy"}
 
@@ -111,6 +112,31 @@ def test_method_params_are_type_checked(name):
     cls = get_method(name)
     with pytest.raises(BenchError, match=f"unknown parameter methods.{name}.no_such_param"):
         cls({"no_such_param": 1}, 3, 4)
+
+
+OUT_OF_RANGE = [("joint", "label_smoothing", 1.5, r"in \[0, 1\)"), ("branchynet", "label_smoothing", -0.1, r"in \[0, 1\)"),
+                ("sdn", "label_smoothing", 1.0, r"in \[0, 1\)"), ("self_distill", "temperature", 0.0, "> 0"),
+                ("self_distill", "aux_weight", -1.0, ">= 0"), ("cascade_aware", "downweight", -0.5, ">= 0"),
+                ("hard_cgt", "tau_train", 1.5, r"in \[0, 1\]"), ("soft_cgt", "sigmoid_scale", 0.0, "> 0"),
+                ("soft_cgt", "eps_leak", -1e-3, ">= 0"), ("l2w_den", "meta_lr", 0.0, "> 0"),
+                ("l2w_den", "epsilon", -0.1, ">= 0"), ("branchynet", "weights", [-1.0], "non-negative"),
+                ("jei_dnn", "warmup_fraction", 1.0, r"\[0, 1\)"), ("cascade_opt", "tau", 0.0, r"\(0, 1\]"),
+                ("classynet", "class_acc_threshold", 1.5, r"\[0, 1\]"), ("ztw", "phase_fractions", [0.5, 0.5], "3 positive"),
+                ("disjoint", "backbone_fraction", 1.0, r"\(0, 1\)"), ("sdn", "max_weights", [-1.0], "non-negative")]
+
+
+@pytest.mark.parametrize("name, key, value, allowed", OUT_OF_RANGE)
+def test_out_of_range_method_params_are_one_line_errors_without_a_model(name, key, value, allowed):
+    with pytest.raises(BenchError, match=f"methods.{name}.{key}.*{allowed}") as error:
+        get_method(name)({key: value}, 3, 4)
+    assert "\n" not in str(error.value)
+
+
+def test_every_label_smoothing_is_range_checked():
+    for name in METHODS.names():
+        if "label_smoothing" in get_method(name).defaults:
+            with pytest.raises(BenchError, match=f"methods.{name}.label_smoothing"):
+                get_method(name)({"label_smoothing": 1.5}, 3, 4)
 
 
 def test_a_new_method_file_registers_and_enters_the_grid(tmp_path, monkeypatch, real_params):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bench.config_check import check_section
+from bench.errors import BenchError
 from bench.registry import Registry
 
 
@@ -44,6 +45,14 @@ def all_parameters(model: nn.Module, extra: nn.Module | None) -> list[nn.Paramet
     return list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
 
 
+def check_range(method: "Method", key: str, ok: Callable[[float], bool], allowed: str) -> None:
+    """A one-line BenchError naming methods.<name>.<key>, the allowed range and the fix when `ok(value)` fails."""
+    value = method.params[key]
+    if not ok(value):
+        raise BenchError(f"methods.{method.name}.{key} must be {allowed}, got {value!r}; set "
+                         f"methods.{method.name}.{key} in params.yaml to a value {allowed}")
+
+
 class Method:
     """Base class. Subclasses set `defaults` (every parameter with its default; types are checked
     against them), `source` (paper + authors' code), `choices` (every decision that is ours rather
@@ -58,6 +67,8 @@ class Method:
 
     def __init__(self, params: dict | None, num_exits: int, num_classes: int):
         self.params = check_section(self.defaults, params, f"methods.{self.name}")
+        if "label_smoothing" in self.params:
+            check_range(self, "label_smoothing", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
         self.num_exits, self.num_classes = num_exits, num_classes
         # cumulative FLOPs of each exit / the deepest exit's; set by the engine once costs are counted
         self.cost_fractions: list[float] = [(k + 1) / num_exits for k in range(num_exits)]
