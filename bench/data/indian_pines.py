@@ -6,7 +6,9 @@ split). 20 % is enough for a small spectral-spatial CNN to pass 85 % overall acc
 minutes while leaving a large test set; 10 % validation gives every class (smallest: 20 pixels)
 at least two pixels for threshold tuning. Caveat shared by all random pixel splits of this scene:
 patches of train and test pixels overlap spatially, which flatters accuracy compared to a spatially
-disjoint split.
+disjoint split. `split: blocks` gives one (bench/data/splits.py block_split): whole blocks of the scene go
+to train/val/test and pixels whose patch would reach another split's blocks are dropped; small single-field
+classes (Alfalfa, Grass-pasture-mowed, Oats) then cannot be in every split (manifest extra.split.missing).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from bench.data.base import DatasetSpec, PreparedSplits, register_dataset
 from bench.data.sources import download, sha256_file, verify_array
-from bench.data.splits import stratified_split
+from bench.data.splits import block_split, stratified_split
 from bench.errors import BenchError
 
 CUBE_SHA256 = "00fa74d610fcbaac008e9ed9d0a590031c982828de74de0ed20ab3db32b4ad98"  # uint16 (145, 145, 200)
@@ -76,8 +78,18 @@ def prepare(params: dict) -> PreparedSplits:
     verify_array(gt, GT_SHA256, f"Indian Pines ground truth ({params['source']})", HOW_TO_GET)
     rows, cols = np.nonzero(gt)
     labels = gt[rows, cols].astype(np.int64) - 1
-    split = stratified_split(labels, {"train": params["train_fraction"], "val": params["val_fraction"]},
-                             params["split_seed"], rest="test")
+    fractions = {"train": params["train_fraction"], "val": params["val_fraction"]}
+    split_info: dict = {"kind": params["split"]}
+    if params["split"] == "blocks":
+        scene = gt.astype(np.int64) - 1  # -1: unlabelled
+        split, details = block_split(scene, fractions, params["split_seed"], "test", params["patch_size"] // 2,
+                                     params["block_size"])
+        split_info.update(details)
+        keep = np.sort(np.concatenate(list(split.values())))  # pixels in a guard band belong to no split
+        rows, cols, labels = rows[keep], cols[keep], labels[keep]
+        split = {s: np.searchsorted(keep, idx) for s, idx in split.items()}
+    else:
+        split = stratified_split(labels, fractions, params["split_seed"], rest="test")
     spectra = cube.reshape(-1, cube.shape[-1]).astype(np.float64)
     train_pixels = spectra[rows[split["train"]] * gt.shape[1] + cols[split["train"]]]
     mean, std = train_pixels.mean(0), train_pixels.std(0) + 1e-8  # fitted on training pixels only
@@ -87,10 +99,14 @@ def prepare(params: dict) -> PreparedSplits:
         kind="patches",
         arrays={s: centres[split[s]] for s in split},
         labels={s: labels[split[s]] for s in split},
-        extra={"patch_size": params["patch_size"], "band_mean": mean.tolist(), "band_std": std.tolist()},
+        extra={"patch_size": params["patch_size"], "band_mean": mean.tolist(), "band_std": std.tolist(),
+               "split": split_info},
         sources={"source": params["source"], "files": files, "cube_content_sha256": CUBE_SHA256,
                  "gt_content_sha256": GT_SHA256},
-        notes="per-class stratified train/val/test on labelled pixels; bands standardised with training-pixel "
+        notes=("per-class stratified train/val/test on labelled pixels" if params["split"] == "random" else
+               f"spatially disjoint {params['block_size']}-pixel blocks with a {2 * (params['patch_size'] // 2)}-pixel "
+               f"guard band between splits; classes missing from a split: {split_info.get('missing')}")
+        + "; bands standardised with training-pixel "
               "statistics; reflect padding at the scene border",
         shared={"cube": standardised},
     )
@@ -101,6 +117,6 @@ register_dataset(DatasetSpec(
     num_classes=16,
     prepare=prepare,
     prepare_defaults={"source": "tensorly", "patch_size": 7, "train_fraction": 0.2, "val_fraction": 0.1,
-                      "split_seed": 0, "subset": None},
+                      "split_seed": 0, "subset": None, "split": "random", "block_size": 16},
     augment="dihedral",
 ))
