@@ -29,6 +29,8 @@ MAT_FILES = {"cube": ("Indian_pines_corrected.mat", "indian_pines_corrected"), "
 GIC_URLS = {"cube": "http://www.ehu.eus/ccwintco/uploads/6/67/Indian_pines_corrected.mat",
             "gt": "http://www.ehu.eus/ccwintco/uploads/c/c4/Indian_pines_gt.mat"}
 DOWNLOAD_DIR = Path("datasets/_downloads/indian_pines")
+PREPARE_DEFAULTS = {"source": "tensorly", "patch_size": 7, "train_fraction": 0.2, "val_fraction": 0.1,
+                    "split_seed": 0, "subset": None, "split": "random", "block_size": 16}
 HOW_TO_GET = ("install the `tensorly` package (it ships the arrays), or set prepare.indian_pines.source "
               "to a folder with the GIC files Indian_pines_corrected.mat and Indian_pines_gt.mat")
 
@@ -73,6 +75,7 @@ def load_source(source: str) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 def prepare(params: dict) -> PreparedSplits:
+    params = {**PREPARE_DEFAULTS, **params}  # a section from before `split` existed means the random split
     cube, gt, files = load_source(params["source"])
     verify_array(cube, CUBE_SHA256, f"Indian Pines cube ({params['source']})", HOW_TO_GET)
     verify_array(gt, GT_SHA256, f"Indian Pines ground truth ({params['source']})", HOW_TO_GET)
@@ -116,7 +119,6 @@ register_dataset(DatasetSpec(
     name="indian_pines",
     num_classes=16,
     prepare=prepare,
-    prepare_defaults={"source": "tensorly", "patch_size": 7, "train_fraction": 0.2, "val_fraction": 0.1,
-                      "split_seed": 0, "subset": None, "split": "random", "block_size": 16},
+    prepare_defaults=PREPARE_DEFAULTS,
     augment="dihedral",
 ))
