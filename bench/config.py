@@ -10,6 +10,7 @@ import yaml
 
 from bench.config_check import check_section, check_value
 from bench.data import DATASETS
+from bench.data.splits import SPLIT_KINDS
 from bench.errors import BenchError, choices_error
 from bench.evaluate.policies import POLICIES
 from bench.models import MODELS
@@ -84,6 +85,12 @@ def validate(params: object) -> dict:
         for key in ("val_fraction", "train_fraction"):
             if key in section:
                 require(0 < section[key] < 1, f"prepare.{name}.{key}", "0 < value < 1", section[key])
+        if "split" in section:  # datasets with a spatial layout (indian_pines): random pixels or disjoint blocks
+            require(section["split"] in SPLIT_KINDS, f"prepare.{name}.split", " | ".join(SPLIT_KINDS), section["split"])
+            radius = section["patch_size"] // 2
+            require(isinstance(section["block_size"], int) and not isinstance(section["block_size"], bool)
+                    and section["block_size"] > 2 * radius, f"prepare.{name}.block_size",
+                    f"an integer > 2 * (patch_size // 2) = {2 * radius}", section["block_size"])
 
     train = params["train"]
     resolved["train"]["common"] = common = check_section(COMMON_DEFAULTS, train.get("common"), "train.common")
