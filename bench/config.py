@@ -24,7 +24,8 @@ DATASET_TRAIN_DEFAULTS = {"model": {}, "epochs": 1, "batch_size": 128, "lr": 0.0
                           "augment": True}
 EVALUATE_DEFAULTS = {"policies": ["max_softmax"], "thresholds": [0.5]}
 TUNE_DEFAULTS = {"policy": "method", "budgets": [0.5], "trials": 200, "seed": 0, "storage": "sqlite",
-                 "pareto_budgets": 20, "reference_policies": ["max_softmax"], "risk_epsilons": [0.05], "risk_delta": 0.1, "risk_grid": 101}
+                 "pareto_budgets": 20, "reference_policies": ["max_softmax"], "risk_epsilons": [0.05], "risk_delta": 0.1, "risk_grid": 101,
+                 "reach_tolerance": 0.02}
 STORAGES = ("sqlite", "journal")
 CLAIMS_DEFAULTS = {"baseline": "branchynet", "cgt_methods": ["soft_cgt", "hard_cgt"], "joint_baselines": ["joint", "branchynet"],
                    "gate_method": "jei_dnn", "budget": 0.5, "matched_accuracy_drop": 0.005, "routing_threshold": 0.9}
@@ -137,6 +138,9 @@ def validate(params: object) -> dict:
     require(all(0 < e < 1 for e in tune["risk_epsilons"]), "tune.risk_epsilons", "numbers in (0, 1)", tune["risk_epsilons"])
     require(tune["storage"] in STORAGES, "tune.storage", " | ".join(STORAGES), tune["storage"])
     require(0 < tune["risk_delta"] < 1, "tune.risk_delta", "0 < value < 1", tune["risk_delta"])
+    require(isinstance(tune["reach_tolerance"], (int, float)) and 0 <= tune["reach_tolerance"] < 1,
+            "tune.reach_tolerance", "a number in [0, 1): a budget is reached within this cost fraction",
+            tune["reach_tolerance"])
     for key in ("trials", "pareto_budgets", "risk_grid"):
         require(tune[key] >= 1, f"tune.{key}", "an integer >= 1", tune[key])
     resolved["tune"] = tune

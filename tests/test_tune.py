@@ -206,3 +206,78 @@ def test_risk_control_respects_epsilon_at_the_stated_rate():
     assert violations / draws <= delta + 0.05  # P(risk > ε) ≤ δ, with sampling slack for 40 draws
     assert np.mean(crc_risks) <= epsilon + 0.01  # CRC controls the expected risk
     assert max(crc_risks) > 0.0  # and is not trivially conservative
+
+
+def gap_logits(n, seed):
+    """Every sample has the same logits at each exit, so the policy's only operating points cost 0.2 (all at
+    exit 0), 0.52 (all at exit 1) and 1.0: gaps between them, as PABEE's patience has."""
+    labels = torch.randint(0, 5, (n,), generator=torch.Generator().manual_seed(seed))
+    logits = torch.zeros(3, n, 5)
+    logits[0, :, 0], logits[1, :, 1], logits[2, :, 2] = 2.0, 3.0, 4.0
+    return logits, labels
+
+
+def test_reach_is_false_inside_a_gap_and_true_elsewhere():
+    from bench.tune.reach import reach
+
+    curve = single_threshold_curve(split_of(*gap_logits(200, 0)))
+    assert sorted(curve["flops_fraction"].round(12)) == [0.2, 0.52, 1.0]
+    expected = {0.1: (None, False), 0.2: (0.2, True), 0.21: (0.2, True), 0.3: (0.2, False), 0.5: (0.2, False),
+                0.52: (0.52, True), 0.535: (0.52, True), 0.7: (0.52, False), 1.0: (1.0, True)}
+    for budget, (cost, reached) in expected.items():
+        got = reach(curve["flops_fraction"], budget, 0.02)
+        assert got[1] == reached, budget
+        assert got[0] == (None if cost is None else pytest.approx(cost)), budget
+    assert reach([0.2, 0.52], 0.3, 0.1) == (pytest.approx(0.2), True)  # the tolerance decides
+    assert reach([0.5 - 1e-13], 0.5, 0.0)[1]  # float slack of the feasibility test
+
+
+def test_tune_marks_unreachable_budgets_in_every_table(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    save_torch(folder / "logits.pt", {s: dict(zip(("logits", "labels"), gap_logits(300, i)), extras={})
+                                      for i, s in enumerate(("val", "test"))})
+    write_json(folder / "metrics.json", {"run": {"dataset": "synthetic", "method": "joint", "seed": 0},
+                                         "method": {"exit_policy": "max_softmax"},
+                                         "exit_costs": {"flops": FLOPS, "unit": "FLOPs per sample"}})
+    result = tune_run(folder, tmp_path / "out", {**PARAMS, "budgets": [0.3, 0.53], "trials": 30}, seed=0)
+    rows = {(r["calibrator"], r["budget"]): r for r in result["budgets"]}
+    for calibrator in ("optuna_per_exit", "exact_single"):
+        low, high = rows[(calibrator, 0.3)], rows[(calibrator, 0.53)]
+        assert low["feasible"] and not low["reached"] and low["reachable_cost"] == pytest.approx(0.2)
+        assert low["val"]["flops_fraction"] == pytest.approx(0.2)  # the cheapest point, now flagged
+        assert high["reached"] and high["reachable_cost"] == pytest.approx(0.52)
+    points = pd.read_csv(tmp_path / "out" / "operating_points.csv")
+    dense = points[points["calibrator"] == "exact_single"]
+    inside_gap = (dense["budget"] > 0.2 + 0.02 + 1e-9) & (dense["budget"] < 0.52)
+    assert inside_gap.any() and not dense.loc[inside_gap, "reached"].any()
+    assert dense.loc[np.isclose(dense["budget"], 0.2) | np.isclose(dense["budget"], 1.0), "reached"].all()
+
+
+def test_summary_budgets_carry_the_reach_flag_per_method_and_budget():
+    from bench.analyse.aggregate import with_reach
+
+    rows = pd.DataFrame([{"dataset": "d", "method": m, "budget": b, "seed": s, "reached": r}
+                         for m, b, s, r in [("a", 0.3, 0, True), ("a", 0.3, 1, True), ("b", 0.3, 0, True),
+                                            ("b", 0.3, 1, False), ("b", 0.5, 0, False), ("b", 0.5, 1, False)]])
+    summary = pd.DataFrame([{"dataset": "d", "method": m, "budget": b, "metric": "test_accuracy", "mean": 0.5}
+                            for m, b in [("a", 0.3), ("b", 0.3), ("b", 0.5)]])
+    flagged = with_reach(summary, rows).set_index(["method", "budget"])
+    assert flagged["reached"].to_dict() == {("a", 0.3): True, ("b", 0.3): False, ("b", 0.5): False}
+    assert flagged["reached_seeds"].to_dict() == {("a", 0.3): 2, ("b", 0.3): 1, ("b", 0.5): 0}
+    assert set(flagged["seeds"]) == {2}
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, "0.1"])
+def test_reach_tolerance_is_validated(real_params, value):
+    import copy
+
+    from bench.config import validate
+    from bench.errors import BenchError
+
+    params = copy.deepcopy(real_params)
+    params["tune"]["reach_tolerance"] = value
+    with pytest.raises(BenchError, match="tune.reach_tolerance"):
+        validate(params)
+    params["tune"]["reach_tolerance"] = 0.05
+    assert validate(params)["tune"]["reach_tolerance"] == 0.05

@@ -67,7 +67,7 @@ def collect(grid: dict) -> dict[str, pd.DataFrame]:
         tuning = read_json(required(folder / "tuning.json"))
         for row in tuning["budgets"]:
             base = {**key, "policy": tuning["policy"], "budget": row["budget"], "calibrator": row["calibrator"],
-                    "feasible": row["feasible"]}
+                    "feasible": row["feasible"], "reached": row["reached"], "reachable_cost": row["reachable_cost"]}
             if row["feasible"]:
                 base.update({f"{split}_{name}": row[split][name] for split in ("val", "test")
                              for name in ("accuracy", "flops_fraction", "expected_flops", "early_exit_accuracy",
@@ -97,6 +97,20 @@ def interval_rows(frame: pd.DataFrame, by: list[str], metrics) -> pd.DataFrame:
             rows.append({**dict(zip(by, keys)), "metric": metric, "mean": mean, "ci_low": low, "ci_high": high,
                          "n": len(values)})
     return pd.DataFrame(rows)
+
+
+def with_reach(summary: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Adds to every (dataset, method, budget) row of a summary: `seeds` (runs tuned at that budget, feasible or
+    not), `reached_seeds` (those whose validation operating points reach the budget, bench/tune/reach.py) and
+    `reached` (every seed reached it; False flags a budget the policy cannot spend: the summary then
+    describes a cheaper point)."""
+    if summary.empty:
+        return summary
+    by = ["dataset", "method", "budget"]
+    flags = rows.groupby(by)["reached"].agg(reached_seeds="sum", seeds="count").reset_index()
+    flags["reached_seeds"] = flags["reached_seeds"].astype(int)
+    flags["reached"] = flags["reached_seeds"] == flags["seeds"]
+    return summary.merge(flags, on=by, how="left")
 
 
 def significance(per_exit: pd.DataFrame, budgets: pd.DataFrame, reference: str, alpha: float) -> pd.DataFrame:
@@ -135,6 +149,7 @@ def aggregate(grid: dict, analyse: dict) -> dict:
     exit_summary = interval_rows(per_exit, ["dataset", "method", "exit"], ("test_accuracy", "test_ece"))
     fraction_columns = [c for c in tuned.columns if c.startswith("test_exit")]
     budget_summary = interval_rows(tuned, ["dataset", "method", "budget"], (*BUDGET_METRICS, *fraction_columns))
+    budget_summary = with_reach(budget_summary, budgets[budgets["calibrator"] == "optuna_per_exit"])
     write_csv(RESULTS / "summary_exits.csv", exit_summary)
     write_csv(RESULTS / "summary_budgets.csv", budget_summary)
     write_csv(RESULTS / "significance.csv", significance(per_exit, tuned, analyse["reference"], analyse["alpha"]))
@@ -145,7 +160,8 @@ def aggregate(grid: dict, analyse: dict) -> dict:
     for row in deepest[deepest["metric"] == "test_accuracy"].itertuples():
         metrics.setdefault(row.dataset, {})[row.method] = {"deepest_exit_test_accuracy": row.mean, "seeds": row.n}
     for row in budget_summary[budget_summary["metric"].isin(["test_accuracy", "test_flops_fraction"])].itertuples():
-        metrics[row.dataset][row.method].setdefault(f"budget_{row.budget:g}", {})[row.metric] = row.mean
+        entry = metrics[row.dataset][row.method].setdefault(f"budget_{row.budget:g}", {})
+        entry[row.metric], entry["reached"] = row.mean, bool(row.reached)
     write_json(RESULTS / "metrics.json", metrics)
     write_json(RESULTS / "headline.json", headline(per_exit, tuned))
     return metrics

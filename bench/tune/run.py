@@ -17,6 +17,7 @@ from bench.io import atomic_path, write_csv, write_json
 from bench.tune.cached import CachedSplit
 from bench.tune.exact import best_single_threshold, finite_threshold, single_threshold_curve
 from bench.tune.pareto import pareto_mask
+from bench.tune.reach import reach
 from bench.tune.risk import calibrate, prediction_gap
 from bench.tune.search import tune_thresholds
 
@@ -56,10 +57,11 @@ def persist_studies(studies: list[optuna.Study], folder: Path, storage: str) -> 
 
 
 def dense_operating_points(val: CachedSplit, test: CachedSplit, run: dict, policy_name: str, count: int,
-                           tuned: list[dict] = (), curve: dict | None = None) -> pd.DataFrame:
+                           tolerance: float, tuned: list[dict] = (), curve: dict | None = None) -> pd.DataFrame:
     """The exact single-threshold optimum on validation at `count` evenly spaced budgets (plus the tuned
     per-budget choices), each applied to test, one row per (calibrator, budget); `pareto` marks the
-    test-set non-dominated points."""
+    test-set non-dominated points, `reached` / `reachable_cost` whether the policy can spend the budget
+    (bench/tune/reach.py)."""
     curve = curve if curve is not None else single_threshold_curve(val)
     policy = POLICIES.get(policy_name)
     points = []
@@ -67,10 +69,13 @@ def dense_operating_points(val: CachedSplit, test: CachedSplit, run: dict, polic
         index = best_single_threshold(curve, float(budget))
         if index is not None:
             t = finite_threshold(curve["threshold"][index], policy.high)
-            points.append(choose(val, test, [t] * (val.num_exits - 1), budget=float(budget), calibrator="exact_single"))
+            reachable, reached = reach(curve["flops_fraction"], float(budget), tolerance)
+            points.append(choose(val, test, [t] * (val.num_exits - 1), budget=float(budget), calibrator="exact_single",
+                                 reachable_cost=reachable, reached=reached))
     points += [r for r in tuned if r.get("feasible")]
     frame = pd.DataFrame([{**run, "policy": policy_name, "budget": p["budget"], "calibrator": p["calibrator"],
-                           "thresholds": " ".join(f"{t:.6g}" for t in p["thresholds"]),
+                           "thresholds": " ".join(f"{t:.17g}" for t in p["thresholds"]),  # exact round trip
+                           "reached": p["reached"], "reachable_cost": p["reachable_cost"],
                            **{f"{split}_{key}": p[split][key] for split in ("val", "test")
                               for key in ("accuracy", "flops_fraction", "early_exit_fraction", "ece")},
                            "test_expected_flops": p["test"]["expected_flops"]} for p in points])
@@ -107,11 +112,16 @@ def tune_run(run_dir: Path, out_dir: Path, params: dict, seed: int, study_dir: P
                                             study_name=f"budget{budget}")
         seconds = time.perf_counter() - started
         studies.append(study)
+        trial_costs = [t.user_attrs["flops_fraction"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         for calibrator, chosen in (("optuna_per_exit", thresholds), ("exact_single", [single] * (k - 1) if single is not None else None)):
+            considered = [*curve["flops_fraction"], *(trial_costs if calibrator == "optuna_per_exit" else [])]
+            reachable, reached = reach(considered, budget, params["reach_tolerance"])
             if chosen is None:
-                budgets.append({"budget": budget, "calibrator": calibrator, "feasible": False})
+                budgets.append({"budget": budget, "calibrator": calibrator, "feasible": False,
+                                "reachable_cost": reachable, "reached": reached})
                 continue
-            row = choose(val, test, chosen, budget=budget, calibrator=calibrator, feasible=True)
+            row = choose(val, test, chosen, budget=budget, calibrator=calibrator, feasible=True,
+                         reachable_cost=reachable, reached=reached)
             row["test_cost_minus_budget"] = row["test"]["flops_fraction"] - budget
             if calibrator == "optuna_per_exit":
                 row["seconds"] = seconds
@@ -134,9 +144,9 @@ def tune_run(run_dir: Path, out_dir: Path, params: dict, seed: int, study_dir: P
             risk.append(row)
 
     frame = pd.concat([dense_operating_points(val, test, metrics["run"], policy_name, params["pareto_budgets"],
-                                              budgets, curve)]
+                                              params["reach_tolerance"], budgets, curve)]
                       + [dense_operating_points(*load_splits(run_dir, name)[:2], metrics["run"], name,
-                                                params["pareto_budgets"])
+                                                params["pareto_budgets"], params["reach_tolerance"])
                          for name in params["reference_policies"] if name != policy_name], ignore_index=True)
     own = frame[frame["policy"] == policy_name]
     write_csv(out_dir / "pareto.csv", own[own["pareto"]].drop(columns="pareto").sort_values("test_flops_fraction"))
