@@ -179,6 +179,26 @@ def cmd_bless(args, params) -> None:
     print(bless(Path(args.headline), Path(args.expected), args.profile))
 
 
+def cmd_run(args, params) -> None:
+    """Train every run of the grid (or of --dataset/--method) that the plan says is not done, through the
+    configured executor, with progress lines; failed runs are listed with their logs at the end (exit 2)."""
+    from bench.execute import executor_settings, report, run_all, with_threads
+    from bench.plan import counts, plan_grid
+
+    for name in args.dataset or []:
+        section_for(params, "train", name)
+    for name in args.method or []:
+        section_for(params, "methods", name)
+    settings = executor_settings(params, args.executor, args.workers)
+    params = with_threads(params, settings)
+    runs = plan_grid(params, Path("."), datasets=args.dataset, methods=args.method)
+    print(f"plan: {len(runs)} runs: " + ", ".join(f"{n} {state}" for state, n in counts(runs).items()), flush=True)
+    for run in runs:
+        if run.state == "running":
+            print(f"left alone: {run.method}/{run.dataset}/s{run.seed} is being trained ({run.reason})", flush=True)
+    report(run_all(params, runs, Path("."), settings, out=lambda line: print(line, flush=True)))
+
+
 def cmd_study(args, params) -> None:
     import time
 
@@ -224,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--method", required=True)
         p.add_argument("--seed", type=int, default=None, help="one seed (default: every seed the grid gives the method)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "train":
+            add_executor_options(p)
     p = sub.add_parser("plan", help="every run of the grid with its state: done, stale (and why), missing, failed, running")
     p.add_argument("--dataset", action="append", help="only this dataset (repeatable; default: the grid's)")
     p.add_argument("--method", action="append", help="only this method (repeatable; default: the grid's)")
@@ -242,12 +264,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a profile of profiles/ (smoke, compare, ci, three_seeds) or the path of a YAML file (with its "
                         ".yaml suffix); either is merged onto params.yaml")
     p.add_argument("--dir", default=None, help="study folder (default: .<profile>)")
+    add_executor_options(p, "train every run the study needs through this executor first, then `dvc repro`")
+    p = sub.add_parser("run", help="train every missing, stale or failed run of the grid through an executor")
+    p.add_argument("--dataset", action="append", help="only this dataset (repeatable; default: the grid's)")
+    p.add_argument("--method", action="append", help="only this method (repeatable; default: the grid's)")
+    add_executor_options(p)
     return parser
+
+
+def add_executor_options(p: argparse.ArgumentParser, executor_help: str = "") -> None:
+    p.add_argument("--executor", default=None,
+                   help=executor_help or "local | processes | slurm (default: train.executor.name of params.yaml)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes of `processes` (train.executor.workers)")
 
 
 COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "train": cmd_train, "plan": cmd_plan, "evaluate": cmd_evaluate,
             "tune": cmd_tune, "aggregate": cmd_aggregate, "figures": cmd_figures,
-            "regress": cmd_regress, "bless": cmd_bless, "study": cmd_study}
+            "regress": cmd_regress, "bless": cmd_bless, "study": cmd_study, "run": cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:

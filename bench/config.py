@@ -31,6 +31,10 @@ CLAIMS_DEFAULTS = {"baseline": "branchynet", "cgt_methods": ["soft_cgt", "hard_c
                    "gate_method": "jei_dnn", "budget": 0.5, "matched_accuracy_drop": 0.005, "routing_threshold": 0.9}
 ANALYSE_DEFAULTS = {"reference": "branchynet", "alpha": 0.05, "claims": CLAIMS_DEFAULTS}
 DEVICES = ("cpu", "cuda", "auto")
+# how `eebench run`/`train`/`study` execute runs (bench/execute/); not part of any run's identity
+SLURM_DEFAULTS = {"partition": None, "time_min": 60, "cpus_per_task": None, "gpus_per_node": 0, "mem_gb": None,
+                  "additional_parameters": {}, "array_parallelism": 64, "max_retries": 2}
+EXECUTOR_DEFAULTS = {"name": "local", "workers": 2, "threads_per_worker": None, "slurm": SLURM_DEFAULTS}
 
 
 def seeds_of(grid: dict, method: str) -> list[int]:
@@ -47,6 +51,49 @@ def model_defaults(name: str) -> dict:
     builder = MODELS.get(name, where="train.<dataset>.model.name")
     params = list(inspect.signature(builder).parameters.values())[2:]  # after in_channels, num_classes
     return {p.name: list(p.default) if isinstance(p.default, tuple) else p.default for p in params}
+
+
+def check_executor(given: object) -> dict:
+    """train.executor completed by its defaults: a registered executor, workers >= 1, SLURM options typed."""
+    from bench.execute import EXECUTORS
+
+    executor = check_section(EXECUTOR_DEFAULTS, given, "train.executor")
+    EXECUTORS.get(executor["name"], where="train.executor.name")
+    require(executor["workers"] >= 1, "train.executor.workers", "an integer >= 1", executor["workers"])
+    threads = executor["threads_per_worker"]
+    require(threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1),
+            "train.executor.threads_per_worker", "null (train.common.threads) or an integer >= 1", threads)
+    slurm = executor["slurm"] = check_section(SLURM_DEFAULTS, executor["slurm"], "train.executor.slurm")
+    for key in ("cpus_per_task", "mem_gb", "partition"):
+        value = slurm[key]
+        ok = value is None or (isinstance(value, str) and value != "" if key == "partition"
+                               else isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
+        require(ok, f"train.executor.slurm.{key}", "null or " + ("a partition name" if key == "partition" else "a number > 0"), value)
+    for key in ("time_min", "array_parallelism"):
+        require(slurm[key] >= 1, f"train.executor.slurm.{key}", "an integer >= 1", slurm[key])
+    for key in ("gpus_per_node", "max_retries"):
+        require(slurm[key] >= 0, f"train.executor.slurm.{key}", "an integer >= 0", slurm[key])
+    return executor
+
+
+def check_analyse_outputs(analyse: dict, grid: dict) -> None:
+    """analyse.claims (a claims file, or null) and analyse.figures (which methods each figure shows)."""
+    from bench.analyse.claims import claim_methods, load_claims
+
+    claims = analyse["claims"]
+    require(claims is None or (isinstance(claims, str) and claims != ""), "analyse.claims",
+            "null (no claims) or the path of a claims file, e.g. claims/cgt.yaml", claims)
+    for name in claim_methods(load_claims(claims) if claims else None):
+        METHODS.get(name, where=f"{claims} (analyse.claims)")
+    figures = analyse["figures"] = {**FIGURE_DEFAULTS, **check_section({k: None for k in FIGURE_DEFAULTS},
+                                                                       analyse["figures"], "analyse.figures")}
+    for key, value in figures.items():
+        if isinstance(value, list):
+            for name in value:
+                require(isinstance(name, str) and name in grid["methods"], f"analyse.figures.{key}",
+                        '"all", "claims" or a list of methods of grid.methods', name)
+        else:
+            require(value in ("all", "claims"), f"analyse.figures.{key}", '"all", "claims" or a list of methods', value)
 
 
 def validate(params: object) -> dict:
@@ -99,8 +146,9 @@ def validate(params: object) -> dict:
     require(common["threads"] >= 1, "train.common.threads", "an integer >= 1", common["threads"])
     require(common["max_grad_norm"] > 0, "train.common.max_grad_norm", "a number > 0", common["max_grad_norm"])
     require(common["grad_stats_every"] >= 1, "train.common.grad_stats_every", "an integer >= 1", common["grad_stats_every"])
+    resolved["train"]["executor"] = check_executor(train.get("executor"))
     for name, given in train.items():
-        if name == "common":
+        if name in ("common", "executor"):
             continue
         DATASETS.get(name, where="train")
         section = check_section(DATASET_TRAIN_DEFAULTS, given, f"train.{name}")

@@ -1,0 +1,47 @@
+"""`local`: in this process, one run after another (the default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.execute import EXECUTORS, Outcome
+
+
+def label(run) -> str:
+    return f"{run.method}/{run.dataset}/s{run.seed}"
+
+
+def outcome(run, metrics: dict, log: str = "") -> Outcome:
+    key = (run.dataset, run.method, run.seed)
+    if metrics.get("status") == "ok":
+        return Outcome(key, True, log=log, metrics=metrics)
+    return Outcome(key, False, str(metrics.get("reason", "no reason recorded")), log, metrics)
+
+
+@EXECUTORS.register("local")
+class Local:
+    def __init__(self, settings: dict):
+        self.settings = settings
+
+    def parallelism(self, n: int) -> int:
+        return 1
+
+    def describe(self) -> str:
+        return "in this process, one after another"
+
+    def check(self, params: dict, todo: list, root: Path) -> None:
+        pass
+
+    def run(self, params: dict, todo: list, root: Path, progress, verbose: bool) -> list[Outcome]:
+        from bench.execute.unit import execute
+
+        outcomes = []
+        for run in todo:
+            progress.start(run, f"{label(run)} ({run.state}{': ' + run.reason if run.reason else ''})")
+            try:
+                result = outcome(run, execute(params, run.dataset, run.method, run.seed, root, progress=verbose))
+            except Exception as exc:  # noqa: BLE001 - one run's error must not stop the others
+                result = Outcome((run.dataset, run.method, run.seed), False, f"{type(exc).__name__}: {exc}")
+            progress.finish(run, label(run) + ("" if result.ok else f": {result.reason}"), result.ok)
+            outcomes.append(result)
+        return outcomes
