@@ -24,6 +24,8 @@ SECTIONS: dict[str, dict[str, str]] = {
         "subset": "null, or {train: N, val: N, test: N}: a stratified subsample of each split (small profiles)",
         "source": "where the data comes from: `tensorly` (shipped arrays), `download`, or a folder holding the GIC .mat files",
         "patch_size": "side of the square patch around each labelled pixel (Indian Pines), in pixels",
+        "split": "how labelled pixels are split (Indian Pines): `random` per class, or `blocks` of the scene (spatially disjoint)",
+        "block_size": "side of the square scene blocks assigned whole to one split when `split: blocks`, in pixels",
         "n_train": "number of generated training samples (tiny)",
         "n_val": "number of generated validation samples (tiny)",
         "n_test": "number of generated test samples (tiny)",
@@ -36,6 +38,22 @@ SECTIONS: dict[str, dict[str, str]] = {
         "grad_stats_every": "optimiser steps between two per-exit gradient measurements (grad_stats.csv)",
         "eval_batch_size": "batch size of the final predictions on validation and test (no effect on results)",
         "max_grad_norm": "a total gradient norm above this stops the run as diverged (failure record, no clipping)",
+    },
+    "train.executor": {
+        "name": "how runs are executed: `local` (in-process), `processes` (local workers) or `slurm` (submitit)",
+        "workers": "worker processes of the `processes` executor",
+        "threads_per_worker": "torch threads per worker (null = train.common.threads)",
+        "slurm": "the `slurm` executor's job options (section below)",
+    },
+    "train.executor.slurm": {
+        "partition": "SLURM partition (null = the cluster's default)",
+        "time_min": "time limit of each job, in minutes",
+        "cpus_per_task": "CPUs per job (null = the run's torch threads)",
+        "gpus_per_node": "GPUs per job",
+        "mem_gb": "memory per job in GB (null = the cluster's default)",
+        "additional_parameters": "extra sbatch options, as a mapping (e.g. {account: my_account})",
+        "array_parallelism": "most jobs of the array running at once",
+        "max_retries": "times a job that died (scancel, node failure, time limit) is resubmitted; it resumes from its checkpoint",
     },
     "train.<dataset>": {
         "model": "the backbone: `name` (a registered model) and its constructor arguments (see the model's table)",
@@ -67,20 +85,20 @@ SECTIONS: dict[str, dict[str, str]] = {
         "risk_epsilons": "risk-control levels ε of the prediction gap vs the deepest exit",
         "risk_delta": "UCB calibrator's confidence: P(risk > ε) ≤ δ",
         "risk_grid": "number of thresholds the risk calibrators scan",
+        "reach_tolerance": "a budget counts as reached when a policy's cost comes within this fraction below it; else it is marked unreachable",
     },
     "analyse": {
         "reference": "method every other method is compared with, per dataset (default: the study's first method)",
         "alpha": "significance level after the Holm correction (per dataset family)",
-        "claims": "the claims table's comparisons (section below)",
+        "claims": "the claims file this study tests (e.g. claims/cgt.yaml), or null for a study without claims",
+        "figures": "which methods each figure shows (section below)",
     },
-    "analyse.claims": {
-        "baseline": "claims 1-3: the joint-loss baseline CGT is compared with",
-        "cgt_methods": "the CGT methods: the first decides each verdict, the others are secondary rows",
-        "joint_baselines": "claim 4: the joint-training baselines",
-        "gate_method": "claim 6: the method whose learned gates are compared with max-softmax on the same network",
-        "budget": "claims 2 and 6: expected-FLOPs budget (fraction of the deepest exit's)",
-        "matched_accuracy_drop": "claim 1: matched accuracy = the baseline's deepest-exit validation accuracy minus this",
-        "routing_threshold": "claims 4-5: a sample exits early when its max-softmax reaches this before the last exit",
+    "analyse.figures": {
+        "pareto": "methods of the accuracy-vs-FLOPs figure: all | claims (the claims' methods + reference) | a list",
+        "per_exit_accuracy": "methods of the per-exit accuracy figure: all | claims | a list",
+        "grad_norm": "methods of the per-exit gradient figure (sample starvation): all | claims | a list",
+        "exit_distribution": "methods of the exit-distribution figure: all | claims | a list",
+        "calibration": "methods of the per-exit reliability figure: all | claims | a list",
     },
 }
 
@@ -97,6 +115,7 @@ METHOD_PARAMS: dict[str, dict[str, str]] = {
     "branchynet": {
         "weights": "per-exit loss weights, shallow → deep (one value = the same weight for every exit)",
         "label_smoothing": _LS,
+        "pretrain_fraction": "share of the epochs that train the backbone and last exit alone before joint training (0 = joint from the start)",
     },
     "sdn": {
         "max_weights": "each early exit's final loss weight C_i of SDN's schedule min(C_i, 0.01 + t·C_i/T) ([] = its FLOP fraction)",
@@ -173,13 +192,14 @@ def param_rows(resolved: dict) -> dict[str, list[tuple[str, object]]]:
     """Every (key, value) of a validated params dict, grouped by section path (`train.fashion_mnist`),
     methods excluded (they have their own tables). A mapping is a subsection when SECTIONS names its
     generic path (`train.<dataset>.model`) or it is a dataset's section, otherwise a value."""
-    datasets = set(resolved.get("prepare", {})) | {k for k in resolved.get("train", {}) if k != "common"}
+    datasets = _datasets()
     rows: dict[str, list[tuple[str, object]]] = {}
 
     def walk(path: list[str], node: dict) -> None:
         for key, value in node.items():
             child = [*path, key]
-            if isinstance(value, dict) and (section_name(child, datasets) in SECTIONS or path in (["prepare"], ["train"])):
+            if isinstance(value, dict) and (section_name(child, datasets) in SECTIONS or
+                                            (path in (["prepare"], ["train"]) and key in datasets)):
                 walk(child, value)
             else:
                 rows.setdefault(".".join(path), []).append((key, value))
@@ -190,8 +210,14 @@ def param_rows(resolved: dict) -> dict[str, list[tuple[str, object]]]:
     return rows
 
 
+def _datasets() -> set[str]:
+    from bench.data import DATASETS
+
+    return set(DATASETS.names())
+
+
 def param_doc(resolved: dict, section: str, key: str) -> str:
-    datasets = set(resolved.get("prepare", {})) | {k for k in resolved.get("train", {}) if k != "common"}
+    datasets = _datasets()
     return SECTIONS.get(section_name(section.split("."), datasets), {}).get(key, "")
 
 
