@@ -53,30 +53,42 @@ def cmd_train(args, params) -> None:
     (not even their checkpoints are read), so their outputs stay byte-identical."""
     import shutil
 
-    from bench.execute.unit import execute
+    from bench.execute import executor_settings, run_all, with_threads
+    from bench.io import read_json
     from bench.paths import run_dir
     from bench.plan import MARKER, plan_grid
 
     seeds = stage_seeds(args, params)
     section_for(params, "train", args.dataset)
+    settings = executor_settings(params, args.executor, args.workers)  # the seeds through train.executor
+    params = with_threads(params, settings)
     clean_before_writing(*(run_dir(args.dataset, args.method, seed) for seed in seeds))
     elsewhere = []
-    for run in plan_grid(params, Path("."), datasets=[args.dataset], methods=[args.method], seeds=seeds):
+    runs = plan_grid(params, Path("."), datasets=[args.dataset], methods=[args.method], seeds=seeds)
+    for run in runs:
         where = f"{args.method}/{args.dataset}/s{run.seed}"
         if run.state == "done":
             (run.run_dir / MARKER).unlink(missing_ok=True)  # a dead process's marker must not stay in the output
             print(f"up to date: {where} (identity {run.digest[:12]})", flush=True)
-            continue
-        if run.state == "running":
+        elif run.state == "running":
             elsewhere.append(f"{where} ({run.reason})")
+    crashed = []
+    for outcome in run_all(params, runs, Path("."), settings, out=lambda line: print(line, flush=True),
+                           verbose=not args.quiet):
+        dataset, method, seed = outcome.key
+        metrics = read_json(run_dir(dataset, method, seed) / "metrics.json") if outcome.ok or \
+            (run_dir(dataset, method, seed) / "metrics.json").is_file() else {}
+        if metrics.get("status") == "failed":  # recorded; later stages report the run as failed
             continue
-        print(f"training {where}: {run.state}" + (f" ({run.reason})" if run.reason else ""), flush=True)
-        metrics = execute(params, args.dataset, args.method, run.seed, Path("."), progress=not args.quiet)
-        if metrics["status"] == "failed":  # recorded; later stages report the run as failed
+        if not outcome.ok:  # no record: a crash, a killed worker, a job that died for good
+            crashed.append(f"s{seed}: {outcome.reason}" + (f" (log {outcome.log})" if outcome.log else ""))
             continue
         accs = " ".join(f"{a:.4f}" for a in metrics["per_exit"]["test"]["accuracy"])
-        print(f"trained {args.method} on {args.dataset} seed {run.seed}: test acc per exit {accs}; "
+        print(f"trained {args.method} on {args.dataset} seed {seed}: test acc per exit {accs}; "
               f"{metrics['time']['seconds_per_epoch']:.1f} s/epoch", flush=True)
+    if crashed:
+        raise BenchError(f"{len(crashed)} run(s) of {args.method}/{args.dataset} crashed: {'; '.join(crashed)}; "
+                         "fix the cause and rerun (done runs are kept)")
     if args.seed is None:  # the stage's output folder holds exactly the grid's seeds (it persists across runs)
         for stale in run_dir(args.dataset, args.method, 0).parent.glob("seed*"):
             if stale.name not in {f"seed{s}" for s in seeds}:
