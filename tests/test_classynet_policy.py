@@ -142,3 +142,16 @@ def test_trained_classynet_never_answers_outside_an_exits_classes(trained, real_
             assert classes[exits[early], predictions[early]].all()  # every early answer is one of its exit's classes
             early_somewhere |= bool(early.any())
     assert early_somewhere
+
+
+def test_evaluate_runs_class_aware_where_the_mask_exists(trained):
+    from bench.evaluate.thresholds import evaluate_run
+
+    result = evaluate_run(trained / "run", ["max_softmax", "class_aware"], [0.0, 0.9])
+    assert result["skipped_policies"] == []
+    own = [r for r in result["rows"] if r["own_policy"]]
+    assert {r["policy"] for r in own} == {"class_aware"} and len(own) == 4  # 2 thresholds × val, test
+    logits = torch.load(trained / "run" / "logits.pt", weights_only=True)["test"]
+    allowed = logits["extras"]["priority_mask"][0].bool()
+    at_zero = next(r for r in own if r["split"] == "test" and r["threshold"] == 0.0)
+    assert at_zero["exit_fractions"][0] == pytest.approx(allowed.double().mean().item())  # threshold 0: the mask alone
