@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export DVC_DAEMON := 0
 
-.PHONY: venv data repro figures smoke test regress bless clean-smoke cluster cluster-stop
+.PHONY: venv data repro costs figures smoke test regress bless clean-smoke cluster cluster-stop
 .PHONY: test-fast docs docs-serve readme dashboard
 
 $(STAMP): pyproject.toml
@@ -29,8 +29,17 @@ data:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	fi
 
+# Refuses while bench/, methods/, dvc.yaml, params.yaml or pyproject.toml has uncommitted changes (a study from
+# a dirty tree cannot be reproduced from its commit); `make repro ALLOW_DIRTY=1` goes ahead, and every run
+# records the SHA-256 of the uncommitted diff next to its commit (bench/provenance.py).
 repro: venv data
+	eebench check-clean $(if $(ALLOW_DIRTY),--allow-dirty)
 	dvc repro
+
+# README.md's per-exit cost table, regenerated from the models params.yaml configures (tests/test_costs.py
+# fails while it differs).
+costs: venv
+	eebench costs --update README.md
 
 # The figures, results/REPORT.md and its claims table, again, from the committed results/*.csv alone
 # (no training): what `dvc repro` would redo in its `figures` stage.

@@ -242,6 +242,28 @@ def section_for(params: dict, section: str, name: str) -> dict:
     return params[section][name]
 
 
+def cmd_check_clean(args, params) -> None:
+    from bench.provenance import check_clean
+
+    print(check_clean(allow_dirty=args.allow_dirty))
+
+
+def cmd_costs(args, params) -> None:
+    from pathlib import Path
+
+    from bench.analyse.costs import cost_rows, cost_table, update_file
+
+    if args.update:
+        changed = update_file(Path(args.update), params)
+        print(f"{args.update}: cost table {'rewritten' if changed else 'already up to date'}")
+    elif args.markdown:
+        print(cost_table(params), end="")
+    else:
+        for row in cost_rows(params):
+            print(f"{row['dataset']:14s} {row['model']:22s} exit {row['exit']}: {row['flops']:>12,d} FLOPs "
+                  f"{row['macs']:>12,d} MACs {row['share']:6.3f} of the last exit {row['params']:>9,d} parameters")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eebench", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="study parameters (default: params.yaml)")
@@ -281,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", action="append", help="only this dataset (repeatable; default: the grid's)")
     p.add_argument("--method", action="append", help="only this method (repeatable; default: the grid's)")
     add_executor_options(p)
+    p = sub.add_parser("check-clean", help="refuse (exit 2) while bench/, methods/, dvc.yaml, params.yaml or "
+                       "pyproject.toml has uncommitted changes (`make repro` runs it)")
+    p.add_argument("--allow-dirty", action="store_true", help="only warn; every run records the diff's SHA-256")
+    p = sub.add_parser("costs", help="per-exit cumulative FLOPs, MACs and parameters of every configured model")
+    p.add_argument("--markdown", action="store_true", help="a markdown table (as in README.md and the docs)")
+    p.add_argument("--update", metavar="FILE", help="rewrite the cost block of FILE (e.g. README.md) in place")
     return parser
 
 
@@ -292,7 +320,8 @@ def add_executor_options(p: argparse.ArgumentParser, executor_help: str = "") ->
 
 COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "train": cmd_train, "plan": cmd_plan, "evaluate": cmd_evaluate,
             "tune": cmd_tune, "aggregate": cmd_aggregate, "figures": cmd_figures,
-            "regress": cmd_regress, "bless": cmd_bless, "study": cmd_study, "run": cmd_run}
+            "regress": cmd_regress, "bless": cmd_bless, "study": cmd_study, "run": cmd_run,
+            "check-clean": cmd_check_clean, "costs": cmd_costs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from bench.config import load_params
 
-        params = None if args.command in ("list", "study", "regress", "bless") else load_params(args.params)
+        params = None if args.command in ("list", "study", "regress", "bless", "check-clean") else load_params(args.params)
         COMMANDS[args.command](args, params)
     except BenchError as exc:
         print(f"eebench: error: {exc}", file=sys.stderr)
