@@ -218,8 +218,8 @@ def cmd_study(args, params) -> None:
 
     folder = Path(args.dir or f".{args.profile}")
     started = time.perf_counter()
-    print(run_study(Path.cwd(), folder, args.profile), end="")
-    print(f"study '{args.profile}' in {folder}: dvc repro took {time.perf_counter() - started:.0f} s")
+    run_study(Path.cwd(), folder, args.profile, args.executor, args.workers, out=lambda line: print(line, flush=True))
+    print(f"study '{args.profile}' in {folder}: took {time.perf_counter() - started:.0f} s")
 
 
 def clean_before_writing(*folders, recursive: bool = True) -> None:
