@@ -24,7 +24,9 @@ SETTINGS = {"model": {"name": "tiny_cnn", "widths": [4, 8, 8], "head_width": 4},
 DATA = {"n_train": 64, "n_val": 32, "n_test": 32, "noise": 1.0, "split_seed": 0, "subset": None}
 # method params that make the method's state change within this short run (defaults elsewhere): a meta step and
 # a gate/classifier alternation every step instead of every 10 / 50 steps
-OVERRIDES = {"l2w_den": {"meta_interval": 1}, "jei_dnn": {"bilevel_batch_count": 1}}
+# (and BranchyNet's optional pre-training phase, so its phase boundary is resumed too)
+OVERRIDES = {"l2w_den": {"meta_interval": 1}, "jei_dnn": {"bilevel_batch_count": 1},
+             "branchynet": {"pretrain_fraction": 0.5}}
 IDENTITY = {"digest": "test-resume"}
 
 
@@ -53,7 +55,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def common(real_params):
-    return {**real_params["train"]["common"], "grad_stats_every": 3, "threads": 2, "device": "cpu"}
+    return {**real_params["train"]["common"], "grad_stats_every": 3, "threads": 1, "device": "cpu"}
 
 
 def outputs(folder):
