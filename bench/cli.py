@@ -170,7 +170,7 @@ def cmd_figures(args, params) -> None:
     started = time.perf_counter()
     clean_before_writing(FIGURES)
     clean_before_writing(RESULTS, recursive=False)
-    paths = make_figures(RESULTS, FIGURES)
+    paths = make_figures(RESULTS, FIGURES, params["analyse"])
     report = write_report(RESULTS, FIGURES, params)
     print(f"{len(paths)} figure files in {FIGURES}/ and {report} in {time.perf_counter() - started:.1f} s")
 

@@ -27,9 +27,11 @@ TUNE_DEFAULTS = {"policy": "method", "budgets": [0.5], "trials": 200, "seed": 0,
                  "pareto_budgets": 20, "reference_policies": ["max_softmax"], "risk_epsilons": [0.05], "risk_delta": 0.1, "risk_grid": 101,
                  "reach_tolerance": 0.02}
 STORAGES = ("sqlite", "journal")
-CLAIMS_DEFAULTS = {"baseline": "branchynet", "cgt_methods": ["soft_cgt", "hard_cgt"], "joint_baselines": ["joint", "branchynet"],
-                   "gate_method": "jei_dnn", "budget": 0.5, "matched_accuracy_drop": 0.005, "routing_threshold": 0.9}
-ANALYSE_DEFAULTS = {"reference": "branchynet", "alpha": 0.05, "claims": CLAIMS_DEFAULTS}
+# analyse.figures: the methods each figure shows: "all", "claims" (the claims' methods + analyse.reference;
+# every method when the study has no claims) or a list of method names
+FIGURE_DEFAULTS = {"pareto": "all", "per_exit_accuracy": "all", "grad_norm": "claims", "exit_distribution": "claims",
+                   "calibration": "claims"}
+ANALYSE_DEFAULTS = {"reference": "branchynet", "alpha": 0.05, "claims": None, "figures": FIGURE_DEFAULTS}
 DEVICES = ("cpu", "cuda", "auto")
 # how `eebench run`/`train`/`study` execute runs (bench/execute/); not part of any run's identity
 SLURM_DEFAULTS = {"partition": None, "time_min": 60, "cpus_per_task": None, "gpus_per_node": 0, "mem_gb": None,
@@ -74,6 +76,26 @@ def check_executor(given: object) -> dict:
     for key in ("gpus_per_node", "max_retries"):
         require(slurm[key] >= 0, f"train.executor.slurm.{key}", "an integer >= 0", slurm[key])
     return executor
+
+
+def check_analyse_outputs(analyse: dict, grid: dict) -> None:
+    """analyse.claims (a claims file, or null) and analyse.figures (which methods each figure shows)."""
+    from bench.analyse.claims import claim_methods, load_claims
+
+    claims = analyse["claims"]
+    require(claims is None or (isinstance(claims, str) and claims != ""), "analyse.claims",
+            "null (no claims) or the path of a claims file, e.g. claims/cgt.yaml", claims)
+    for name in claim_methods(load_claims(claims) if claims else None):
+        METHODS.get(name, where=f"{claims} (analyse.claims)")
+    figures = analyse["figures"] = {**FIGURE_DEFAULTS, **check_section({k: None for k in FIGURE_DEFAULTS},
+                                                                       analyse["figures"], "analyse.figures")}
+    for key, value in figures.items():
+        if isinstance(value, list):
+            for name in value:
+                require(isinstance(name, str) and name in grid["methods"], f"analyse.figures.{key}",
+                        '"all", "claims" or a list of methods of grid.methods', name)
+        else:
+            require(value in ("all", "claims"), f"analyse.figures.{key}", '"all", "claims" or a list of methods', value)
 
 
 def check_analyse_outputs(analyse: dict, grid: dict) -> None:
@@ -202,13 +224,7 @@ def validate(params: object) -> dict:
                          f"{', '.join(grid['methods'])} (every method is compared with it), e.g. `analyse: {{reference: "
                          f"{grid['methods'][0]}}}` in your profile (left out of params.yaml, it is the first method)")
     require(0 < analyse["alpha"] < 1, "analyse.alpha", "0 < value < 1", analyse["alpha"])
-    claims = analyse["claims"] = check_section(CLAIMS_DEFAULTS, analyse["claims"], "analyse.claims")
-    for key in ("baseline", "gate_method"):
-        METHODS.get(claims[key], where=f"analyse.claims.{key}")
-    for key in ("cgt_methods", "joint_baselines"):
-        for name in claims[key]:
-            METHODS.get(name, where=f"analyse.claims.{key}")
-    require(0 < claims["budget"] <= 1, "analyse.claims.budget", "a fraction in (0, 1]", claims["budget"])
+    check_analyse_outputs(analyse, grid)
     resolved["analyse"] = analyse
 
     # every grid entry needs its own section: DVC tracks them per stage (prepare.<d>, train.<d>, methods.<m>)

@@ -17,7 +17,7 @@ from bench.config import validate
 from bench.errors import BenchError
 from bench.io import write_text
 
-CODE_DIRS = ("bench", "methods")  # copied so that DVC hashes the code the stages depend on
+CODE_DIRS = ("bench", "methods", "claims")  # copied so that DVC hashes the code (and claims data) the stages depend on
 
 
 def merge(base: dict, override: dict) -> dict:

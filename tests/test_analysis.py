@@ -2,6 +2,7 @@
 checking the data behind each plot (not the pixels)."""
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -10,9 +11,9 @@ from scipy import stats
 
 from bench.analyse import figures
 from bench.analyse.aggregate import interval_rows, significance
-from bench.analyse.report import write_report
-from bench.config import CLAIMS_DEFAULTS
+from bench.analyse.report import discussion, measured, write_report
 from bench.analyse.stats import calibration_bins, holm, paired_test, t_interval
+from tests.conftest import ROOT
 
 
 def test_t_interval_matches_hand_computation():
@@ -52,12 +53,15 @@ def test_ece_matches_a_loop_reference():
     assert result["ece"] == pytest.approx(ece) and sum(result["count"]) == 500
 
 
+DENSE = [0.2, 0.4, 0.6, 0.8, 1.0]
+
+
 def synthetic_results(folder):
     """Aggregated tables of 3 methods × 3 seeds × 2 budgets × 3 exits, made up but consistent."""
     rng = np.random.default_rng(1)
     methods, seeds, budgets, exits = ["branchynet", "hard_cgt", "soft_cgt"], [0, 1, 2], [0.3, 0.6], [0, 1, 2]
     flops = [1_000_000, 3_000_000, 5_000_000]
-    per_exit, budget_rows, grad, calib, runs = [], [], [], [], []
+    per_exit, budget_rows, grad, calib, runs, points = [], [], [], [], [], []
     for m, method in enumerate(methods):
         for seed in seeds:
             runs.append({"dataset": "toy", "method": method, "seed": seed, "seconds_per_epoch": 1.0, "epochs": 2,
@@ -76,16 +80,26 @@ def synthetic_results(folder):
                     grad.append({"dataset": "toy", "method": method, "seed": seed, "exit": k, "step": step,
                                  "backbone_grad_norm": rng.random() + 0.1, "head_grad_norm": rng.random(),
                                  "samples_with_grad": 30, "effective_samples": 20.0, "batch_size": 32})
+            for b in DENSE:  # hard_cgt's policy has no operating point between 0.2 and 0.7 (like PABEE's patience)
+                cost = 0.2 if method == "hard_cgt" and b < 0.7 else b
+                points.append({"dataset": "toy", "method": method, "seed": seed, "policy": "max_softmax",
+                               "calibrator": "exact_single", "budget": b, "val_flops_fraction": cost,
+                               "test_flops_fraction": cost + 0.01 * seed, "test_accuracy": 0.8 + 0.1 * cost + 0.01 * seed})
             for budget in budgets:
                 fractions = rng.dirichlet(np.ones(3))
+                cost = 0.2 if method == "hard_cgt" and budget > 0.5 else budget
+                points.append({"dataset": "toy", "method": method, "seed": seed, "policy": "max_softmax",
+                               "calibrator": "optuna_per_exit", "budget": budget, "val_flops_fraction": cost,
+                               "test_flops_fraction": cost, "test_accuracy": 0.8 + 0.1 * cost})
                 budget_rows.append({"dataset": "toy", "method": method, "seed": seed, "budget": budget,
+                                    "policy": "max_softmax", "val_flops_fraction": cost,
                                     "calibrator": "optuna_per_exit", "feasible": True,
                                     "test_accuracy": 0.8 + 0.1 * budget + 0.01 * m + rng.normal(0, 0.005),
                                     "test_flops_fraction": budget, "test_expected_flops": budget * 5e6 * (1 + 0.01 * m),
                                     "test_early_exit_accuracy": 0.9,
                                     **{f"test_exit{k}_fraction": fractions[k] for k in exits}})
     tables = {"per_exit": pd.DataFrame(per_exit), "budgets": pd.DataFrame(budget_rows), "grad_stats": pd.DataFrame(grad),
-              "calibration": pd.DataFrame(calib), "runs": pd.DataFrame(runs)}
+              "calibration": pd.DataFrame(calib), "runs": pd.DataFrame(runs), "operating_points": pd.DataFrame(points)}
     tables["summary_exits"] = interval_rows(tables["per_exit"], ["dataset", "method", "exit"], ("test_accuracy", "test_ece"))
     fraction_columns = [f"test_exit{k}_fraction" for k in exits]
     tables["summary_budgets"] = interval_rows(tables["budgets"], ["dataset", "method", "budget"],
@@ -124,12 +138,20 @@ def test_figures_and_report_from_aggregated_tables(tmp_path):
     again = figures.make_figures(tmp_path / "results", tmp_path / "figures_again")
     assert [p.read_bytes() for p in again] == [p.read_bytes() for p in paths]  # no dates: same tables, same files
 
-    frontier = figures.pareto_data(tables["summary_budgets"])
-    acc, cost = frontier["test_accuracy_mean"].to_numpy(), frontier["test_expected_flops_mean"].to_numpy()
-    for i in range(len(frontier)):
+    curves = figures.dense_curves(tables["operating_points"], tables["runs"])
+    acc, cost = curves["accuracy"].to_numpy(), curves["cost"].to_numpy()
+    for i in range(len(curves)):  # the frontier flag against a brute-force dominance check
         dominated = any(acc[j] >= acc[i] and cost[j] <= cost[i] and (acc[j] > acc[i] or cost[j] < cost[i])
-                        for j in range(len(frontier)))
-        assert frontier["frontier"].iloc[i] == (not dominated)
+                        for j in range(len(curves)))
+        duplicate = any(acc[j] == acc[i] and cost[j] == cost[i] for j in range(i))  # the first one is kept
+        assert curves["frontier"].iloc[i] == (not dominated and not duplicate)
+    one = curves.query("method == 'soft_cgt' and budget == 0.4").iloc[0]  # mean over the 3 seeds, by hand
+    assert one["cost"] == pytest.approx(0.4 + 0.01) and one["accuracy"] == pytest.approx(0.8 + 0.04 + 0.01)
+    unreached = curves[~curves["reached"]]
+    assert set(unreached["method"]) == {"hard_cgt"} and sorted(unreached["budget"]) == [0.4, 0.6]  # 0.2: its own cost
+    tuned = figures.tuned_points(tables["operating_points"], tables["runs"]).set_index(["method", "budget"])
+    assert tuned.loc[("hard_cgt", 0.6), "reached_seeds"] == 0 and tuned.loc[("hard_cgt", 0.3), "reached_seeds"] == 3
+    assert (tuned.loc["soft_cgt", "reached_seeds"] == 3).all()
 
     fractions = figures.exit_fraction_data(tables["summary_budgets"])
     sums = fractions.groupby(["method", "budget"])["mean"].sum()
@@ -142,13 +164,115 @@ def test_figures_and_report_from_aggregated_tables(tmp_path):
     got = reliability.query("method == 'soft_cgt' and exit == 1 and bin == 7")
     assert got["accuracy"].iloc[0] == pytest.approx(expected)
 
-    params = {"train": {"toy": {"epochs": 2}}, "analyse": {"reference": "branchynet", "alpha": 0.05,
-                                                            "claims": CLAIMS_DEFAULTS}}
-    report = write_report(tmp_path / "results", tmp_path / "figures", params).read_text()
+    report = write_report(tmp_path / "results", tmp_path / "figures", params(claims="claims/cgt.yaml")).read_text()
     assert "## Headline results" in report and "## Paired comparisons" in report
     assert "pareto_toy.png" in report and "FLOPs per sample" in report
     assert report.count("| hard_cgt |") >= 1
-    assert "Not computed: results/operating_points.csv" in report  # the synthetic tables have no tune outputs
+    assert "Not computed: results/threshold_curves.csv" in report  # the synthetic tables have no evaluate outputs
+    hard = next(line for line in report.splitlines() if line.startswith("| hard_cgt |")).split("|")  # headline row
+    assert "† 3/3" in hard[6] and "†" not in hard[3]  # budget 0.6 filled with the cheapest point; 0.3 reached
+
+
+def params(claims=None, **figures):
+    return {"train": {"toy": {"epochs": 2}},
+            "analyse": {"reference": "branchynet", "alpha": 0.05, "claims": claims, "figures": figures}}
+
+
+@pytest.fixture
+def in_repo(monkeypatch):
+    monkeypatch.chdir(ROOT)  # claims files are named relative to the project
+
+
+def test_report_reads_clean_and_references_every_figure(tmp_path, in_repo):
+    synthetic_results(tmp_path / "results")
+    significance = pd.read_csv(tmp_path / "results" / "significance.csv")
+    significance.loc[0, "note"] = np.nan  # 5+ seeds: no note (read back as NaN)
+    significance.to_csv(tmp_path / "results" / "significance.csv", index=False)
+    figures.make_figures(tmp_path / "results", tmp_path / "figures")
+    report = write_report(tmp_path / "results", tmp_path / "figures", params()).read_text()
+    assert not re.search(r"\bnan\b", report, flags=re.IGNORECASE)
+    for path in (tmp_path / "figures").iterdir():
+        assert f"../figures/{path.name}" in report  # PNG and PDF
+    for kind, caption in figures.CAPTIONS.items():
+        assert caption in report
+    compute = report[report.index("## Compute"):report.index("## Figures")]
+    assert compute.count("| hard_cgt |") == 1 and compute.count("\n| ---") == 1  # one table, one row per method
+
+
+def test_a_study_without_claims_has_no_claims_section(tmp_path):
+    synthetic_results(tmp_path / "results")
+    report = write_report(tmp_path / "results", tmp_path / "figures", params()).read_text()
+    assert "Claim" not in report and "Discussion" not in report
+    assert pd.read_csv(tmp_path / "results" / "claims.csv").empty  # the stage's output exists, with no rows
+
+
+def method_colours(captured) -> dict[str, set]:
+    """Every method's colours over all drawn figures (lines, bars, panel titles)."""
+    from matplotlib.colors import to_hex
+
+    seen: dict[str, set] = {}
+    for fig in captured:
+        for ax in fig.axes:
+            for line in ax.lines:
+                seen.setdefault(line.get_label().split(" (")[0], set()).add(to_hex(line.get_color()))
+            for container in ax.containers:
+                label = container.get_label()
+                if label and not label.startswith("_"):
+                    seen.setdefault(label, set()).add(to_hex(container.patches[0].get_facecolor()))
+            if ax.get_title():
+                seen.setdefault(ax.get_title(), set()).add(to_hex(ax.title.get_color()))
+    return seen
+
+
+def test_one_colour_per_method_in_every_figure_and_figures_show_the_chosen_methods(tmp_path, monkeypatch, in_repo):
+    synthetic_results(tmp_path / "results")
+    captured = []
+    monkeypatch.setattr(figures, "save", lambda fig, folder, name: captured.append(fig) or [])
+    figures.make_figures(tmp_path / "results", tmp_path / "figures",
+                         params(claims=None, grad_norm=["soft_cgt"], calibration="claims")["analyse"])
+    styles = figures.method_styles(["branchynet", "hard_cgt", "soft_cgt"])
+    seen = method_colours(captured)
+    from matplotlib.colors import to_hex
+    for method, look in styles.items():
+        assert seen[method] == {to_hex(look["color"])}
+    grad = next(f for f in captured if "gradient" in f._suptitle.get_text())
+    assert {line.get_label() for ax in grad.axes for line in ax.lines} == {"soft_cgt"}
+    pareto = next(f for f in captured if "expected cost" in f._suptitle.get_text())
+    assert [ax.get_title() for ax in pareto.axes if ax.get_visible()] == ["branchynet", "hard_cgt", "soft_cgt"]
+    assert len({look["color"] for look in figures.method_styles([f"m{i}" for i in range(20)]).values()}) == 20
+
+
+def test_figures_select_methods_from_params(in_repo):
+    available = ["branchynet", "hard_cgt", "joint", "sdn", "soft_cgt"]
+    analyse = {"reference": "branchynet", "claims": "claims/cgt.yaml",
+               "figures": {"pareto": "all", "grad_norm": "claims", "calibration": ["sdn", "nope"]}}
+    assert figures.select("pareto", available, analyse) == available
+    assert figures.select("grad_norm", available, analyse) == ["branchynet", "hard_cgt", "joint", "soft_cgt"]
+    assert figures.select("calibration", available, analyse) == ["sdn"]
+    assert figures.select("grad_norm", available, {**analyse, "claims": None}) == available  # no claims: all
+
+
+def test_imputed_values_are_marked_and_never_get_an_interval():
+    row = {"mean": -121.4, "ci_low": -127.3, "ci_high": -115.6, "n": 5, "unit": "%", "seeds_not_matched": 5.0}
+    assert measured(row) == "-121.40 % (all 5 seeds imputed: no interval)"
+    assert measured({**row, "seeds_not_matched": 1.0}) == "-121.40 [-127.30, -115.60] % (1 of 5 seeds imputed)"
+    assert measured({**row, "seeds_not_matched": 0.0}) == "-121.40 [-127.30, -115.60] %"
+
+
+def test_discussion_is_generated_from_the_verdicts():
+    table = pd.DataFrame([
+        {"claim": "5", "dataset": "a", "part": "x vs y", "comparison": "share early, τ 0.9", "verdict": "supported",
+         "primary": True, "claim_verdict": "inconclusive"},
+        {"claim": "5", "dataset": "a", "part": "x vs y", "comparison": "gradient norm: 1 − y/x", "verdict": "inconclusive",
+         "primary": True, "claim_verdict": "inconclusive"},
+        {"claim": "5", "dataset": "b", "part": "x vs y", "comparison": "share early, τ 0.9", "verdict": "supported",
+         "primary": True, "claim_verdict": "supported"},
+        {"claim": "5", "dataset": "b", "part": "x vs y", "comparison": "gradient norm: 1 − y/x", "verdict": "supported",
+         "primary": True, "claim_verdict": "supported"}])
+    text = "\n".join(discussion(table, [{"id": "5", "text": "x starves y"}]))
+    assert "2 verdicts: 1 supported, 0 not supported, 1 inconclusive" in text
+    assert "inconclusive on a; supported on b" in text
+    assert "On a: supported: share early (x vs y); inconclusive: gradient norm (x vs y)." in text
 
 
 def test_intervals_are_clipped_to_the_metric_range_and_degenerate_tests_give_no_p_value():

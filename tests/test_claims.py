@@ -1,5 +1,5 @@
-"""The claims table: the verdict rule, and each comparison computed from hand-made aggregated tables whose
-answer is known."""
+"""The claims table: the verdict rule, the claims file (data, checked before anything runs), and each
+comparison computed from hand-made aggregated tables whose answer is known."""
 
 import math
 
@@ -8,8 +8,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.analyse.claims import Tables, claims_table, combine, verdict
-from bench.config import CLAIMS_DEFAULTS
+from bench.analyse.claims import Tables, claim_methods, claims_table, combine, load_claims, verdict
+from bench.errors import BenchError
+from tests.conftest import ROOT
+
+CGT = ROOT / "claims" / "cgt.yaml"
 
 SEEDS = [0, 1, 2, 3, 4]
 POLICY = {"branchynet": "entropy", "joint": "max_softmax", "soft_cgt": "max_softmax", "hard_cgt": "max_softmax",
@@ -73,7 +76,7 @@ def synthetic_tables(early_gain, final_gain, budget_gain):
 
 def test_claims_table_on_known_differences():
     early, final, budget = [0.03, 0.04, 0.05, 0.04, 0.04], [0.01, 0.02, 0.0, 0.01, 0.01], [0.001, 0.002, 0.0, 0.001, 0.002]
-    table = claims_table(synthetic_tables(early, final, budget), CLAIMS_DEFAULTS).set_index(["claim", "part"])
+    table = claims_table(synthetic_tables(early, final, budget), load_claims(CGT)).set_index(["claim", "part"])
 
     claim3 = table.loc[("3", "soft_cgt vs branchynet")]
     assert claim3["mean"] == pytest.approx(100 * np.mean(early))
@@ -112,3 +115,81 @@ def test_cost_at_matched_accuracy_is_the_cheapest_validation_point():
     reach = frame[(frame["seed"] == 0) & (frame["val_accuracy"] >= 0.85)].sort_values("val_flops_fraction")
     assert costs[0] == reach.iloc[0]["test_flops_fraction"]
     assert costs[1] == 1.0 and missed == 1  # nothing reaches 0.95: the whole network's cost, counted as missed
+
+
+def test_the_cgt_file_names_the_default_study_methods_and_its_comparisons():
+    spec = load_claims(CGT)
+    assert [c["id"] for c in spec["claims"]] == ["1", "2", "3", "4", "5", "6"]
+    assert claim_methods(spec) == ["soft_cgt", "branchynet", "hard_cgt", "joint", "jei_dnn"]
+    first = spec["claims"][0]["parts"]
+    assert [p.get("secondary", False) for p in first] == [False, True]  # SoftCGT decides, HardCGT is reported
+
+
+def write(tmp_path, text):
+    path = tmp_path / "claims.yaml"
+    path.write_text(text)
+    return path
+
+
+ONE_CLAIM = """
+source: a test
+claims:
+  - id: A
+    text: soft_cgt's early heads beat branchynet's by at least 2 points
+    parts:
+      - measure: early_heads_accuracy
+        method: soft_cgt
+        baseline: branchynet
+        comparison: early heads, {method} − {baseline}
+        stated: "+2 pt"
+        claimed_low: 2.0
+"""
+
+
+def test_a_study_tests_the_claims_of_its_own_file(tmp_path):
+    early = [0.03, 0.04, 0.05, 0.04, 0.04]
+    table = claims_table(synthetic_tables(early, [0.0] * 5, [0.0] * 5), load_claims(write(tmp_path, ONE_CLAIM)))
+    assert len(table) == 1 and table["claim"].tolist() == ["A"]
+    row = table.iloc[0]
+    assert row["comparison"] == "early heads, soft_cgt − branchynet" and row["stated"] == "+2 pt"
+    assert row["mean"] == pytest.approx(100 * np.mean(early))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(t_ci(100 * np.array(early)))
+    assert row["verdict"] == row["claim_verdict"] == "supported"  # interval above 0 and reaching 2 points
+    assert "seeds_not_matched" not in table.columns
+
+
+@pytest.mark.parametrize("change, message", [
+    (("measure: early_heads_accuracy", "measure: early_head"), "is not a measure; valid choices"),
+    (("        baseline: branchynet\n", ""), "it takes exactly ['method', 'baseline']"),
+    (("{baseline}", "{budget}"), "comparison names 'budget'"),
+    (("claimed_low: 2.0", "claimed_low: two"), "claimed_low must be a number"),
+    (("source: a test\n", ""), "source is missing"),
+    (("    text:", "    txt:"), "['txt'] are unknown"),
+])
+def test_a_bad_claims_file_is_one_line_naming_the_file_and_key(tmp_path, change, message):
+    path = write(tmp_path, ONE_CLAIM.replace(*change))
+    with pytest.raises(BenchError) as error:
+        load_claims(path)
+    assert str(path) in str(error.value) and message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_missing_claims_file_says_how_to_fix_it(tmp_path):
+    with pytest.raises(BenchError, match="not found.*or null for a study without claims"):
+        load_claims(tmp_path / "none.yaml")
+
+
+def test_params_name_a_claims_file_or_none(real_params, tmp_path):
+    import copy
+
+    from bench.config import validate
+
+    params = copy.deepcopy(real_params)
+    assert validate(params)["analyse"]["claims"] == "claims/cgt.yaml"
+    params["analyse"]["claims"] = None
+    assert validate(params)["analyse"]["claims"] is None
+    params["analyse"]["claims"] = str(write(tmp_path, ONE_CLAIM.replace("method: soft_cgt", "method: soft_cg")))
+    with pytest.raises(BenchError, match="soft_cg"):  # every method a claims file names must exist
+        validate(params)
+    params["analyse"]["claims"] = 3
+    with pytest.raises(BenchError, match="analyse.claims"):
+        validate(params)

@@ -1,26 +1,30 @@
-"""The claims table: each published claim tested by a comparison fixed in params.yaml (`analyse.claims`)
-before the study was run. Every comparison is paired by seed; the table gives the mean difference with a
-95 % Student-t interval and a verdict from one rule:
+"""The claims table: the published claims a study tests, read from a claims file (`analyse.claims` in
+params.yaml, e.g. claims/cgt.yaml) fixed before the study was run. Each part of a claim is one comparison
+paired by seed (a measure of this module's MEASURES); the table gives the mean difference with a 95 %
+Student-t interval and a verdict from one rule:
 
 - not supported: the interval lies entirely below the smallest value the claim states (or below zero);
 - supported: the interval lies above zero and reaches the claimed range;
 - inconclusive: anything else (including fewer than two paired seeds).
 A claim made of several parts is supported only if every part is, and not supported if any part is not.
-Claims 1–3 name "CGT": the first of `cgt_methods` (SoftCGT, the paper's headline variant) decides the
-verdict; the others are reported beside it as secondary rows.
+Parts marked `secondary` (e.g. HardCGT beside SoftCGT, the paper's headline variant) are reported beside
+their claim but do not decide its verdict.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from bench.analyse.stats import t_interval
-
-SOURCE = "newx.sg / arxivlens AI summaries of arXiv 2509.17885 (unverified secondary sources)"
-
+from bench.errors import BenchError
+from bench.registry import Registry
 
 def verdict(low: float, high: float, claimed_low: float) -> str:
     if math.isnan(low) or math.isnan(high):
@@ -120,72 +124,221 @@ class Tables:
         return values.groupby(frame["seed"]).mean()
 
 
+
+
+@dataclass
+class Measured:
+    """One measure on one dataset: paired differences per seed (None: a method was not run), the part's label,
+    and extra columns (e.g. how many seeds were imputed)."""
+    differences: pd.Series | None
+    part: str
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Measure:
+    compute: callable  # (tables, **arguments) -> Measured
+    unit: str
+    note: str = ""     # what the report says under a claim that uses this measure
+
+
+MEASURES: Registry[Measure] = Registry("claim measure")
+
+
+def measure(name: str, unit: str, note: str = ""):
+    def add(fn):
+        MEASURES.register(name)(Measure(fn, unit, note))
+        return fn
+    return add
+
+
+@measure("cost_at_matched_accuracy", "%", note=(
+    "Seeds not matched: seeds whose validation accuracy reaches the matched accuracy at no operating point; "
+    "they are charged the whole network's cost (FLOPs fraction 1.0), so their values are imputed, not "
+    "measured. A row with imputed seeds is marked so, and a row whose seeds are all imputed has no interval."))
+def cost_at_matched_accuracy(t: Tables, method: str, baseline: str, accuracy_drop_pt: float) -> Measured:
+    """Reduction 1 − cost/cost_baseline (%) of the test FLOPs at matched accuracy, per seed."""
+    part = f"{method} vs {baseline}"
+    if not t.has(method, baseline):
+        return Measured(None, part, {"seeds_not_matched": math.nan})
+    targets = t.deepest(baseline, "val") - accuracy_drop_pt / 100
+    cost, missed = t.cost_at_accuracy(method, targets)
+    base_cost, _ = t.cost_at_accuracy(baseline, targets)
+    return Measured(100 * (1 - cost / base_cost).dropna(), part, {"seeds_not_matched": missed})
+
+
+@measure("accuracy_at_budget", "pt")
+def accuracy_at_budget(t: Tables, method: str, baseline: str, budget: float) -> Measured:
+    """Test accuracy difference (points) at an expected-FLOPs budget, Optuna per-exit thresholds."""
+    ok = t.has(method, baseline)
+    return Measured(100 * paired(t.tuned(method, budget, "test_accuracy"), t.tuned(baseline, budget, "test_accuracy"))
+                    if ok else None, f"{method} vs {baseline}")
+
+
+@measure("early_heads_accuracy", "pt")
+def early_heads_accuracy(t: Tables, method: str, baseline: str) -> Measured:
+    """Difference (points) in the mean test accuracy of every exit but the last, on all samples."""
+    ok = t.has(method, baseline)
+    return Measured(100 * paired(t.early_heads(method), t.early_heads(baseline)) if ok else None,
+                    f"{method} vs {baseline}")
+
+
+@measure("deepest_accuracy_vs_best_other", "pt")
+def deepest_accuracy_vs_best_other(t: Tables, method: str) -> Measured:
+    """Deepest-exit test accuracy (points) against the other method with the highest mean."""
+    if not t.has(method):
+        return Measured(None, f"{method} vs best other (None)")
+    means = {m: t.deepest(m).mean() for m in t.own_policy if m != method}
+    best = max(means, key=means.get) if means else None
+    return Measured(100 * paired(t.deepest(method), t.deepest(best)) if best else None,
+                    f"{method} vs best other ({best})")
+
+
+@measure("early_exit_share", "pt of samples")
+def early_exit_share(t: Tables, method: str, baseline: str, threshold: float) -> Measured:
+    """Difference (points of samples) in the share of test samples leaving before the last exit under
+    max-softmax ≥ threshold."""
+    ok = t.has(method, baseline)
+    return Measured(100 * paired(t.early_fraction(method, threshold), t.early_fraction(baseline, threshold))
+                    if ok else None, f"{method} vs {baseline}")
+
+
+@measure("last_exit_effective_share", "pt of batch")
+def last_exit_effective_share(t: Tables, method: str, baseline: str) -> Measured:
+    """Difference (points of the batch) in the last exit's effective share of the batch carrying gradient."""
+    ok = t.has(method, baseline)
+    return Measured(100 * paired(t.last_exit_gradient(method, "effective_samples"),
+                                 t.last_exit_gradient(baseline, "effective_samples")) if ok else None,
+                    f"{method} vs {baseline}")
+
+
+@measure("last_exit_grad_norm_reduction", "%")
+def last_exit_grad_norm_reduction(t: Tables, method: str, baseline: str) -> Measured:
+    """1 − baseline/method (%) of the last exit's backbone-gradient norm, mean over logged steps."""
+    ok = t.has(method, baseline)
+    return Measured(100 * (1 - t.last_exit_gradient(baseline, "backbone_grad_norm")
+                           / t.last_exit_gradient(method, "backbone_grad_norm")).dropna() if ok else None,
+                    f"{method} vs {baseline}")
+
+
+@measure("policy_vs_max_softmax_at_budget", "pt")
+def policy_vs_max_softmax_at_budget(t: Tables, method: str, metric: str, budget: float) -> Measured:
+    """The method's own exit policy against max-softmax thresholds on the same trained network, exact
+    single-threshold optimum on validation for both: test accuracy gain, or ECE reduction (points)."""
+    policy = t.own_policy.get(method)
+    part = f"{method}: {policy} vs max_softmax"
+    if not t.has(method):
+        return Measured(None, part)
+    sign = -1 if metric == "test_ece" else 1
+    return Measured(sign * 100 * paired(t.at_budget(method, policy, budget, metric),
+                                        t.at_budget(method, "max_softmax", budget, metric)), part)
+
+
+POLICY_METRICS = ("test_accuracy", "test_ece")
+PART_KEYS = {"measure", "comparison", "stated", "claimed_low", "secondary"}
+
+
+def arguments(part: dict) -> dict:
+    return {k: v for k, v in part.items() if k not in PART_KEYS}
+
+
+def load_claims(path: str | Path) -> dict:
+    """Read and check a claims file; every problem is a one-line BenchError naming the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"claims file {path} not found (analyse.claims); give the path of a claims file such as "
+                         f"claims/cgt.yaml, or null for a study without claims")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise BenchError(f"{path} is not valid YAML: {getattr(exc, 'problem', exc)}; fix the file") from None
+
+    def need(ok: bool, where: str, what: str) -> None:
+        if not ok:
+            raise BenchError(f"{path}: {where} {what}")
+
+    need(isinstance(spec, dict) and isinstance(spec.get("claims"), list) and spec["claims"], "the file",
+         "must be a mapping with a non-empty `claims:` list (and a `source:`)")
+    unknown = set(spec) - {"source", "claims"}
+    need(not unknown, f"top-level key(s) {sorted(unknown)}", "are unknown; valid keys: claims, source")
+    ids = []
+    for i, claim in enumerate(spec["claims"]):
+        where = f"claims[{i}]"
+        need(isinstance(claim, dict), where, "must be a mapping with id, text, parts (and optionally source)")
+        unknown = set(claim) - {"id", "text", "source", "parts"}
+        need(not unknown, f"{where} key(s) {sorted(unknown)}", "are unknown; valid keys: id, parts, source, text")
+        for key in ("id", "text"):
+            need(isinstance(claim.get(key), str) and claim[key], f"{where}.{key}", "must be a non-empty string")
+        need(isinstance(claim.get("source", spec.get("source")), str), f"{where}.source",
+             "is missing: give a `source:` for the claim or for the file")
+        need(claim["id"] not in ids, f"{where}.id", f"{claim['id']!r} is used twice; give each claim its own id")
+        ids.append(claim["id"])
+        need(isinstance(claim.get("parts"), list) and claim["parts"], f"{where}.parts", "must be a non-empty list")
+        for j, part in enumerate(claim["parts"]):
+            at = f"{where}.parts[{j}]"
+            need(isinstance(part, dict), at, "must be a mapping")
+            name = part.get("measure")
+            need(isinstance(name, str) and name in MEASURES, f"{at}.measure",
+                 f"= {name!r} is not a measure; valid choices: {', '.join(MEASURES.names())}")
+            for key in ("comparison", "stated"):
+                need(isinstance(part.get(key), str), f"{at}.{key}", "must be a string")
+            low = part.get("claimed_low")
+            need(isinstance(low, (int, float)) and not isinstance(low, bool), f"{at}.claimed_low",
+                 "must be a number (the smallest value the claim states, in the measure's unit)")
+            need(isinstance(part.get("secondary", False), bool), f"{at}.secondary", "must be true or false")
+            signature = inspect.signature(MEASURES.get(name).compute).parameters
+            wanted = [p for p in signature if p != "t"]
+            given = arguments(part)
+            need(set(given) == set(wanted), at, f"gives {sorted(given)} to measure {name}; it takes exactly {wanted}")
+            for key, value in given.items():
+                if key in ("method", "baseline"):
+                    need(isinstance(value, str), f"{at}.{key}", "must be a method name")
+                elif key == "metric":
+                    need(value in POLICY_METRICS, f"{at}.metric", f"must be one of {', '.join(POLICY_METRICS)}")
+                else:
+                    need(isinstance(value, (int, float)) and not isinstance(value, bool), f"{at}.{key}", "must be a number")
+            if "budget" in given:
+                need(0 < given["budget"] <= 1, f"{at}.budget", "must be a fraction in (0, 1]")
+            try:
+                describe(part)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise BenchError(f"{path}: {at}.comparison names {exc} which is not an argument of the part; "
+                                 f"use one of {{{'}, {'.join(given)}}}") from None
+    return spec
+
+
+def claim_methods(spec: dict | None) -> list[str]:
+    """Every method a claims file names (in order of appearance)."""
+    names = []
+    for claim in (spec or {}).get("claims", []):
+        for part in claim["parts"]:
+            for key in ("method", "baseline"):
+                if key in part and part[key] not in names:
+                    names.append(part[key])
+    return names
+
+
+def describe(part: dict) -> str:
+    """The part's comparison text with its arguments filled in (numbers as %g)."""
+    values = {k: format(v, "g") if isinstance(v, float) else v for k, v in arguments(part).items()}
+    return " ".join(part["comparison"].split()).format(**values)
+
+
 def claims_table(tables: dict[str, pd.DataFrame], spec: dict) -> pd.DataFrame:
-    """One row per (claim part, dataset); `spec` is params.yaml's analyse.claims."""
+    """One row per (dataset, claim part), in the file's order; `spec` is a loaded claims file."""
     rows = []
-    base, budget, tau = spec["baseline"], spec["budget"], spec["routing_threshold"]
     for dataset in sorted(tables["runs"]["dataset"].unique()):
         t = Tables(tables, dataset)
-        for cgt in spec["cgt_methods"]:
-            ok, primary = t.has(cgt, base), cgt == spec["cgt_methods"][0]
-            targets = t.deepest(base, "val") - spec["matched_accuracy_drop"] if ok else None
-            if ok:
-                cgt_cost, missed = t.cost_at_accuracy(cgt, targets)
-                base_cost, _ = t.cost_at_accuracy(base, targets)
-                reduction = 100 * (1 - cgt_cost / base_cost).dropna()
-            rows.append(row("1", dataset, f"{cgt} vs {base}",
-                            f"test FLOPs at matched accuracy: cheapest dense-sweep operating point whose validation "
-                            f"accuracy ≥ {base}'s deepest-exit validation accuracy − {100 * spec['matched_accuracy_drop']:g} pt; "
-                            f"reduction 1 − cost/cost_{base}", "up to 42 %", reduction if ok else None, "%", 0.0,
-                            seeds_not_matched=missed if ok else math.nan, primary=primary))
-            rows.append(row("2", dataset, f"{cgt} vs {base}",
-                            f"test accuracy at budget {budget:g} (Optuna per-exit thresholds tuned on validation, "
-                            f"each method's own exit policy)", "+0.8 – 1.3 pt",
-                            100 * paired(t.tuned(cgt, budget, "test_accuracy"), t.tuned(base, budget, "test_accuracy"))
-                            if ok else None, "pt", 0.8, primary=primary))
-            rows.append(row("3", dataset, f"{cgt} vs {base}",
-                            "mean test accuracy of the early exits' heads (every exit but the last, on all samples)",
-                            "+3.1 – 5.7 pt", 100 * paired(t.early_heads(cgt), t.early_heads(base)) if ok else None,
-                            "pt", 3.1, primary=primary))
-        soft, hard = "soft_cgt", "hard_cgt"
-        if t.has(soft):
-            others = [m for m in t.own_policy if m != soft]
-            means = {m: t.deepest(m).mean() for m in others}
-            best = max(means, key=means.get) if means else None
-            rows.append(row("4", dataset, f"{soft} vs best other ({best})",
-                            "deepest-exit test accuracy against the method with the highest mean", "best accuracy",
-                            100 * paired(t.deepest(soft), t.deepest(best)) if best else None, "pt", 0.0))
-        for joint in spec["joint_baselines"]:
-            rows.append(row("4", dataset, f"{soft} vs {joint}",
-                            f"share of test samples leaving before the last exit, max-softmax ≥ {tau:g}",
-                            "more early exits", 100 * paired(t.early_fraction(soft, tau), t.early_fraction(joint, tau))
-                            if t.has(soft, joint) else None, "pt of samples", 0.0))
-        both = t.has(soft, hard)
-        rows.append(row("5", dataset, f"{hard} vs {soft}", f"share of test samples leaving before the last exit, "
-                        f"max-softmax ≥ {tau:g}", "more early exits than SoftCGT",
-                        100 * paired(t.early_fraction(hard, tau), t.early_fraction(soft, tau)) if both else None,
-                        "pt of samples", 0.0))
-        rows.append(row("5", dataset, f"{soft} vs {hard}", "last exit's effective share of the batch carrying "
-                        "gradient, (Σw)²/Σw² / batch, mean over logged steps (SoftCGT − HardCGT)", "HardCGT starves deep exits",
-                        100 * paired(t.last_exit_gradient(soft, "effective_samples"),
-                                     t.last_exit_gradient(hard, "effective_samples")) if both else None, "pt of batch", 0.0))
-        rows.append(row("5", dataset, f"{soft} vs {hard}", "last exit's backbone-gradient norm, mean over logged "
-                        "steps: reduction 1 − HardCGT/SoftCGT", "HardCGT starves deep exits",
-                        100 * (1 - t.last_exit_gradient(hard, "backbone_grad_norm")
-                               / t.last_exit_gradient(soft, "backbone_grad_norm")).dropna() if both else None, "%", 0.0))
-        gate = spec["gate_method"]
-        has_gate = t.has(gate)
-        policy = t.own_policy.get(gate)
-        for metric, sign, label, unit in (("test_accuracy", 1, "test accuracy", "pt"),
-                                          ("test_ece", -1, "ECE of the returned predictions (max-softmax − gate)", "pt")):
-            rows.append(row("6", dataset, f"{gate}: {policy} vs max_softmax",
-                            f"{label} at budget {budget:g}, same trained network, exact single-threshold "
-                            f"optimum on validation for both policies", "better trade-off and calibration",
-                            sign * 100 * paired(t.at_budget(gate, policy, budget, metric),
-                                                t.at_budget(gate, "max_softmax", budget, metric)) if has_gate else None,
-                            unit, 0.0))
+        for claim in spec["claims"]:
+            for part in claim["parts"]:
+                chosen = MEASURES.get(part["measure"])
+                result = chosen.compute(t, **arguments(part))
+                rows.append(row(claim["id"], dataset, result.part, describe(part), part["stated"], result.differences,
+                                chosen.unit, part["claimed_low"], **result.extra,
+                                primary=not part.get("secondary", False)))
     table = pd.DataFrame(rows)
-    table["primary"] = table["primary"].fillna(True).astype(bool)
+    columns = ["claim", "dataset", "part", "comparison", "stated", "mean", "ci_low", "ci_high", "n", "unit", "verdict"]
+    table = table[columns + [c for c in table.columns if c not in columns + ["primary"]] + ["primary"]]
     verdicts = table[table["primary"]].groupby(["claim", "dataset"])["verdict"].agg(lambda v: combine(list(v)))
     table["claim_verdict"] = [verdicts[(c, d)] for c, d in zip(table["claim"], table["dataset"])]
     return table

@@ -1,5 +1,6 @@
-"""Paper figures from the aggregated tables only (results/*.csv): each as PDF and PNG, one style, a
-colour-blind-safe palette (seaborn "colorblind", with markers to tell apart more than ten methods)."""
+"""Paper figures from the aggregated tables only (results/*.csv): each as PDF and PNG, one style, one palette
+per study (`method_styles`: a method keeps its colour and marker in every figure and on every dataset).
+Which methods each figure shows is `analyse.figures` in params.yaml (`select`)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,26 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bench.analyse.stats import t_interval  # noqa: E402
 from bench.io import atomic_path  # noqa: E402
 from bench.tune.pareto import pareto_mask  # noqa: E402
 
-MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "h"]  # no "X": it marks a budget a policy cannot reach
+# what each figure shows and what to look for (the report prints it under the figure's link)
+CAPTIONS = {
+    "pareto": "Test accuracy against expected cost for each method's dense validation-tuned operating points "
+              "(one panel per method, the others in grey, the frontier of all methods dashed); look for curves that "
+              "lie on the frontier, and for red crosses: tuned budgets the method's exit policy cannot reach.",
+    "exit_distribution": "Where test samples leave the network at each tuned budget; look for methods that keep "
+                         "more samples at the early exits at the same budget.",
+    "grad_norm": "Gradient signal each exit's loss sends into the backbone during training (top) and the share of "
+                 "the batch carrying it (bottom), one panel per exit; look for a method whose deep-exit curves sit "
+                 "far below the others (starved deep exits).",
+    "per_exit_accuracy": "Accuracy of every exit on all test samples (95 % CI); look at how much the early exits "
+                         "lose to the last one, and whether a method trades deep accuracy for early accuracy.",
+    "calibration": "Reliability per exit (confidence against accuracy, pooled over seeds; ECE in the legend); "
+                   "look for curves below the diagonal (over-confident exits).",
+}
 
 
 def style() -> None:
@@ -26,8 +43,27 @@ def style() -> None:
 
 
 def method_styles(methods: list[str]) -> dict[str, dict]:
-    palette = sns.color_palette("colorblind", 10)
-    return {m: {"color": palette[i % 10], "marker": MARKERS[(i // 10) % len(MARKERS)]} for i, m in enumerate(methods)}
+    """The study's one palette: colour and marker by the method's position in the study's sorted method list
+    (seaborn's colour-blind-safe colours, then their dark shades for methods 11-20; markers cycle beside them,
+    so two methods never share both)."""
+    palette = sns.color_palette("colorblind", 10) + sns.color_palette("dark", 10)
+    return {m: {"color": palette[i % 20], "marker": MARKERS[i % len(MARKERS)]} for i, m in enumerate(sorted(methods))}
+
+
+def select(kind: str, available: list[str], analyse: dict | None) -> list[str]:
+    """The methods figure `kind` shows: analyse.figures.<kind> is "all", "claims" (the claims' methods and the
+    reference; every method when the study has no claims) or a list; only methods with results are kept."""
+    from bench.analyse.claims import claim_methods, load_claims
+
+    analyse = analyse or {}
+    choice = analyse.get("figures", {}).get(kind, "all")
+    if choice == "claims":
+        if not analyse.get("claims"):
+            return sorted(available)
+        choice = [*claim_methods(load_claims(analyse["claims"])), analyse.get("reference")]
+    if choice == "all":
+        return sorted(available)
+    return [m for m in sorted(available) if m in choice]
 
 
 METADATA = {"pdf": {"CreationDate": None, "Producer": None}, "png": {"Software": None}}
@@ -43,58 +79,129 @@ def save(fig, folder: Path, name: str) -> list[Path]:
     return paths
 
 
-def wide(summary: pd.DataFrame, index: list[str], metrics: list[str]) -> pd.DataFrame:
-    """summary rows (…, metric, mean, ci_low, ci_high) → one row per index with <metric>_{mean,low,high}."""
-    part = summary[summary["metric"].isin(metrics)]
-    out = part.pivot_table(index=index, columns="metric", values=["mean", "ci_low", "ci_high"], dropna=False)
-    out.columns = [f"{metric}_{stat}" for stat, metric in out.columns]
-    return out.reset_index()
+RUN = ["dataset", "method", "seed", "policy"]
+UNREACHED_GAP = 0.05  # interim rule (until the tune stage records it): see `reached`
 
 
-def pareto_data(budgets: pd.DataFrame) -> pd.DataFrame:
-    """Per (method, budget): mean test accuracy and expected FLOPs with CIs, and whether the point is on
-    the frontier over all methods."""
-    data = wide(budgets, ["method", "budget"], ["test_accuracy", "test_expected_flops"])
-    data["frontier"] = pareto_mask(data["test_accuracy_mean"].to_numpy(), data["test_expected_flops_mean"].to_numpy())
+def reached(frame: pd.DataFrame, points: pd.DataFrame) -> pd.Series:
+    """Per row (a run's operating point at a budget): could the run's exit policy spend the budget? The tune
+    stage's `reached` column where the tables have it; otherwise the point counts as unreached when it is the
+    policy's cheapest dense operating point (everything as early as the policy allows) and lies more than
+    UNREACHED_GAP below the budget: the budget was filled with the cheapest point, not reached."""
+    if "reached" in frame.columns:
+        return frame["reached"].astype(bool)
+    cheapest = points.groupby(RUN)["val_flops_fraction"].min().rename("cheapest")
+    merged = frame.join(cheapest, on=RUN)
+    at_cheapest = np.isclose(merged["val_flops_fraction"], merged["cheapest"])
+    return pd.Series(~(at_cheapest & (merged["budget"] - merged["val_flops_fraction"] > UNREACHED_GAP)),
+                     index=frame.index)
+
+
+def own_points(points: pd.DataFrame, runs: pd.DataFrame, calibrator: str) -> pd.DataFrame:
+    """Operating points of each run's own exit policy by one calibrator, with `reached`."""
+    own = runs.groupby("method")["exit_policy"].first()
+    part = points[(points["calibrator"] == calibrator) & (points["policy"] == points["method"].map(own))]
+    dense = points[(points["calibrator"] == "exact_single") & (points["policy"] == points["method"].map(own))]
+    return part.assign(reached=reached(part, dense))
+
+
+def dense_curves(points: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, budget of the dense grid): mean test cost and accuracy over seeds of the validation-tuned
+    single-threshold point, a 95 % t-interval of the accuracy, whether every seed reached the budget, and
+    whether the mean point is on the frontier over all methods."""
+    part = own_points(points, runs, "exact_single")
+    rows = []
+    for (method, budget), group in part.groupby(["method", "budget"]):
+        mean, low, high = t_interval(group["test_accuracy"].to_numpy(), bounds=(0.0, 1.0))
+        rows.append({"method": method, "budget": budget, "cost": group["test_flops_fraction"].mean(),
+                     "accuracy": mean, "accuracy_low": low, "accuracy_high": high, "seeds": len(group),
+                     "reached": bool(group["reached"].all())})
+    data = pd.DataFrame(rows)
+    data["frontier"] = pareto_mask(data["accuracy"].to_numpy(), data["cost"].to_numpy())
     return data
 
 
-def figure_pareto(dataset: str, budgets: pd.DataFrame, exits: pd.DataFrame, styles: dict, folder: Path):
-    data = pareto_data(budgets)
-    deepest = exits[(exits["metric"] == "test_accuracy") & (exits["exit"] == exits["exit"].max())]
-    flops = exits.attrs.get("deepest_flops")
-    fig, ax = plt.subplots(figsize=(6.0, 4.2))
-    for method, group in data.groupby("method"):
-        group = group.sort_values("test_expected_flops_mean")
-        x = group["test_expected_flops_mean"] / 1e6
-        ax.plot(x, group["test_accuracy_mean"] * 100, label=method, **styles[method], ms=4, lw=1.2)
-        ax.fill_between(x, group["test_accuracy_ci_low"] * 100, group["test_accuracy_ci_high"] * 100,
-                        color=styles[method]["color"], alpha=0.15, lw=0)
-    if flops is not None and len(deepest):
-        best = deepest["mean"].max()
-        ax.scatter([flops / 1e6], [best * 100], marker="*", s=140, color="black", zorder=5,
-                   label="deepest exit (best method)")
-    front = data[data["frontier"]].sort_values("test_expected_flops_mean")
-    ax.step(front["test_expected_flops_mean"] / 1e6, front["test_accuracy_mean"] * 100, where="post", color="black",
-            ls="--", lw=1, label="Pareto frontier (all methods)")
-    bottom, top = pareto_axis(data)
-    ax.set_ylim(bottom, top)
-    below = data[data["test_accuracy_mean"] * 100 < bottom].groupby("method")["test_accuracy_mean"].agg(["min", "max"])
-    if len(below):  # one far-off method must not squash the comparison of the rest: say where it is instead
-        ax.text(0.01, 0.01, "below the axis: " + "; ".join(f"{m} ({r['min'] * 100:.1f}–{r['max'] * 100:.1f} %)"
-                                                            for m, r in below.iterrows()),
-                transform=ax.transAxes, fontsize=6, va="bottom")
-    ax.set(xlabel="expected cost (MFLOPs per sample, test)", ylabel="test accuracy (%)",
-           title=f"{dataset}: accuracy vs expected FLOPs (budgets tuned on validation; 95 % CI)")
-    ax.legend(fontsize=6, ncol=2, loc="lower right")
-    return save(fig, folder, f"pareto_{dataset}")
+def tuned_points(points: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, tuned budget): mean test cost and accuracy of the Optuna per-exit thresholds, and how many
+    seeds reached the budget."""
+    part = own_points(points, runs, "optuna_per_exit")
+    return part.groupby(["method", "budget"]).agg(cost=("test_flops_fraction", "mean"),
+                                                  accuracy=("test_accuracy", "mean"), seeds=("seed", "size"),
+                                                  reached_seeds=("reached", "sum")).reset_index()
 
 
 def pareto_axis(data: pd.DataFrame, margin: float = 6.0) -> tuple[float, float]:
     """Accuracy axis (%) from `margin` points below the Pareto frontier's lowest point to just above the best."""
-    accuracy = data["test_accuracy_mean"] * 100
+    accuracy = data["accuracy"] * 100
     front = accuracy[data["frontier"]]
     return max(0.0, min(front.min(), accuracy.max()) - margin), min(100.0, accuracy.max() + 1.5)
+
+
+def grid_shape(count: int, columns: int = 5) -> tuple[int, int]:
+    columns = min(columns, count) if count > 4 else min(count, 4)
+    return -(-count // columns), columns
+
+
+def figure_pareto(dataset: str, points: pd.DataFrame, runs: pd.DataFrame, methods: list[str], styles: dict,
+                  folder: Path):
+    data = dense_curves(points, runs)
+    tuned = tuned_points(points, runs)
+    bottom, top = pareto_axis(data)
+    front = data[data["frontier"]].sort_values("cost")
+    rows, columns = grid_shape(len(methods))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.35 * columns + 0.4, 2.1 * rows + 0.7), sharex=True,
+                             sharey=True, squeeze=False)
+    for ax, method in zip(axes.flat, methods):
+        for other, group in data[data["method"] != method].groupby("method"):
+            group = group.sort_values("budget")
+            ax.plot(group["cost"] * 100, group["accuracy"] * 100, color="0.8", lw=0.6, zorder=1)
+        ax.step(front["cost"] * 100, front["accuracy"] * 100, where="post", color="black", ls="--", lw=0.7, zorder=2)
+        own = data[data["method"] == method].sort_values("budget")
+        look = styles[method]
+        x, y = own["cost"] * 100, own["accuracy"] * 100
+        ax.fill_between(x, own["accuracy_low"] * 100, own["accuracy_high"] * 100, color=look["color"], alpha=0.2,
+                        lw=0, zorder=3)
+        ok = own["reached"].to_numpy()
+        for i in range(len(own) - 1):  # after a budget filled with the cheapest point: a dotted step, no line
+            xs, ys = x.iloc[i:i + 2].to_numpy(), y.iloc[i:i + 2].to_numpy()  # through points that do not exist
+            if ok[i]:
+                ax.plot(xs, ys, color=look["color"], lw=1.4, zorder=4)
+            else:
+                ax.plot([xs[0], xs[1], xs[1]], [ys[0], ys[0], ys[1]], color=look["color"], lw=1.0, ls=":", zorder=4)
+        ax.plot(x[ok], y[ok], ls="none", marker=look["marker"], ms=2.5, color=look["color"], zorder=5, label=method)
+        for _, point in tuned[tuned["method"] == method].iterrows():
+            full = point["reached_seeds"] == point["seeds"]
+            ax.axvline(point["budget"] * 100, color="0.6", lw=0.5, ls=":", zorder=0)
+            ax.plot(point["cost"] * 100, point["accuracy"] * 100, ls="none", zorder=6,
+                    **({"marker": look["marker"], "ms": 6, "color": look["color"], "mec": "black", "mew": 0.7}
+                       if full else {"marker": "X", "ms": 7, "color": "#d62728", "mec": "white", "mew": 0.5}))
+        ax.set_title(method, fontsize=8, color=look["color"])
+        low = own[own["accuracy"] * 100 < bottom]
+        if len(low):  # a far-off method must not squash the comparison of the rest: say where it is instead
+            ax.text(0.97, 0.03, f"{len(low)} points below: {low['accuracy'].min() * 100:.1f}–"
+                    f"{low['accuracy'].max() * 100:.1f} %", transform=ax.transAxes, fontsize=6, ha="right",
+                    va="bottom", color=look["color"])
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(methods):]:
+        ax.set_visible(False)
+    axes.flat[0].set_ylim(bottom, top)
+    axes.flat[0].set_xlim(0, 102)
+    for ax in axes[-1]:
+        ax.set_xlabel("expected cost (% of deepest exit's FLOPs)", fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy (%)", fontsize=7)
+    handles = [plt.Line2D([], [], color="0.4", lw=1.4, marker="o", ms=2.5,
+                          label="dense validation-tuned curve (mean over seeds, 95 % CI)"),
+               plt.Line2D([], [], color="0.4", lw=1.0, ls=":", label="no operating point (budgets not reachable)"),
+               plt.Line2D([], [], color="0.4", ls="none", marker="o", ms=6, mec="black", label="tuned budget (Optuna per exit)"),
+               plt.Line2D([], [], color="#d62728", ls="none", marker="X", ms=7, label="budget the policy cannot reach"),
+               plt.Line2D([], [], color="black", ls="--", lw=0.7, label="Pareto frontier (all methods)"),
+               plt.Line2D([], [], color="0.8", lw=0.6, label="other methods")]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, bbox_to_anchor=(0.5, -0.01))
+    fig.suptitle(f"{dataset}: accuracy against expected cost, thresholds tuned on validation, measured on test",
+                 fontsize=10, fontweight="bold")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return save(fig, folder, f"pareto_{dataset}")
 
 
 def exit_fraction_data(budgets: pd.DataFrame) -> pd.DataFrame:
@@ -103,11 +210,10 @@ def exit_fraction_data(budgets: pd.DataFrame) -> pd.DataFrame:
     return part[["method", "budget", "exit", "mean", "ci_low", "ci_high"]]
 
 
-def figure_exit_distribution(dataset: str, budgets: pd.DataFrame, styles: dict, folder: Path):
+def figure_exit_distribution(dataset: str, budgets: pd.DataFrame, methods: list[str], styles: dict, folder: Path):
     data = exit_fraction_data(budgets)
     levels = sorted(data["budget"].unique())
     fig, axes = plt.subplots(1, len(levels), figsize=(3.2 * len(levels), 3.4), sharey=True, squeeze=False)
-    methods = list(styles)
     for ax, budget in zip(axes[0], levels):
         part = data[data["budget"] == budget]
         exits = sorted(part["exit"].unique())
@@ -130,31 +236,39 @@ def grad_data(grad_stats: pd.DataFrame) -> pd.DataFrame:
             [["backbone_grad_norm", "head_grad_norm", "sample_share", "effective_share"]].mean().reset_index())
 
 
-def figure_grad_norm(dataset: str, grad_stats: pd.DataFrame, styles: dict, folder: Path):
-    data = grad_data(grad_stats)
+def figure_grad_norm(dataset: str, grad_stats: pd.DataFrame, methods: list[str], styles: dict, folder: Path):
+    """Small multiples: one column per exit, the gradient norm into the backbone (top, log scale) and the
+    effective share of the batch carrying it (bottom), shared axes; one line per method, mean over seeds."""
+    data = grad_data(grad_stats[grad_stats["method"].isin(methods)])
     exits = sorted(data["exit"].unique())
-    fig, axes = plt.subplots(len(exits), 2, figsize=(9, 2.3 * len(exits)), sharex=True, squeeze=False)
-    for row, k in enumerate(exits):
-        for method, group in data[data["exit"] == k].groupby("method"):
-            look = {"color": styles[method]["color"], "marker": styles[method]["marker"], "ms": 2, "lw": 1}
+    fig, axes = plt.subplots(2, len(exits), figsize=(2.6 * len(exits) + 0.4, 4.6), sharex=True, sharey="row",
+                             squeeze=False)
+    for column, k in enumerate(exits):
+        for method in methods:
+            group = data[(data["exit"] == k) & (data["method"] == method)]
+            if group.empty:
+                continue
+            look = {"color": styles[method]["color"], "marker": styles[method]["marker"], "ms": 2.5, "lw": 1.1,
+                    "markevery": max(1, len(group) // 8)}
             norms = group["backbone_grad_norm"].where(group["backbone_grad_norm"] > 0)  # 0 cannot sit on a log axis
-            axes[row][0].plot(group["step"], norms, label=method, **look)
-            axes[row][1].plot(group["step"], group["effective_share"], **look)
-        axes[row][0].set(yscale="log", ylabel=f"exit {k}\n‖∇ backbone‖")
-        axes[row][1].set(ylim=(0, 1.05), ylabel="effective samples\n/ batch")
-    axes[-1][0].set_xlabel("optimiser step")
-    axes[-1][1].set_xlabel("optimiser step")
-    axes[0][0].set_title("‖gradient‖ of exit k's loss into the backbone (0: gap)", fontsize=9)
-    axes[0][1].set_title("effective share of the batch carrying it", fontsize=9)
-    axes[0][1].legend(*axes[0][0].get_legend_handles_labels(), fontsize=6, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.suptitle(f"{dataset}: per-exit gradient signal during training (mean over seeds)")
+            axes[0][column].plot(group["step"], norms, label=method, **look)
+            axes[1][column].plot(group["step"], group["effective_share"], label=method, **look)
+        axes[0][column].set_title(f"exit {k}" + (" (last)" if k == exits[-1] else ""), fontsize=9)
+        axes[0][column].set_yscale("log")
+        axes[1][column].set(ylim=(0, 1.05), xlabel="optimiser step")
+    axes[0][0].set_ylabel("‖∇ backbone‖ of the exit's loss\n(log; gap: no gradient)", fontsize=8)
+    axes[1][0].set_ylabel("effective share of the batch\n(Σw)²/Σw² / batch", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(methods), 6), fontsize=7, bbox_to_anchor=(0.5, -0.01))
+    fig.suptitle(f"{dataset}: gradient signal per exit during training (mean over seeds)", fontsize=10,
+                 fontweight="bold")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return save(fig, folder, f"grad_norm_{dataset}")
 
 
-def figure_per_exit_accuracy(dataset: str, exits: pd.DataFrame, styles: dict, folder: Path):
-    data = exits[exits["metric"] == "test_accuracy"]
+def figure_per_exit_accuracy(dataset: str, exits: pd.DataFrame, methods: list[str], styles: dict, folder: Path):
+    data = exits[(exits["metric"] == "test_accuracy") & exits["method"].isin(methods)]
     levels = sorted(data["exit"].unique())
-    methods = list(styles)
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(7, 3.4))
     for i, method in enumerate(methods):
@@ -178,8 +292,9 @@ def reliability_data(calibration: pd.DataFrame) -> pd.DataFrame:
     return pooled.assign(confidence=pooled["conf_sum"] / pooled["count"], accuracy=pooled["acc_sum"] / pooled["count"])
 
 
-def figure_calibration(dataset: str, calibration: pd.DataFrame, exits: pd.DataFrame, styles: dict, folder: Path):
-    data = reliability_data(calibration)
+def figure_calibration(dataset: str, calibration: pd.DataFrame, exits: pd.DataFrame, methods: list[str],
+                       styles: dict, folder: Path):
+    data = reliability_data(calibration[calibration["method"].isin(methods)])
     ece = exits[exits["metric"] == "test_ece"].set_index(["method", "exit"])["mean"]
     levels = sorted(data["exit"].unique())
     fig, axes = plt.subplots(1, len(levels), figsize=(3.3 * len(levels), 3.4), sharey=True, squeeze=False)
@@ -195,20 +310,25 @@ def figure_calibration(dataset: str, calibration: pd.DataFrame, exits: pd.DataFr
     return save(fig, folder, f"calibration_{dataset}")
 
 
-def make_figures(results: Path, folder: Path) -> list[Path]:
+def make_figures(results: Path, folder: Path, analyse: dict | None = None) -> list[Path]:
+    """Every figure of every dataset; `analyse` (params.yaml's section) chooses the methods of each figure."""
     style()
     tables = {name: pd.read_csv(results / f"{name}.csv") for name in
-              ("summary_budgets", "summary_exits", "grad_stats", "calibration", "per_exit")}
+              ("summary_budgets", "summary_exits", "grad_stats", "calibration", "per_exit", "operating_points", "runs")}
+    styles = method_styles(sorted(tables["summary_exits"]["method"].unique()))  # one palette for the whole study
     paths = []
     for dataset in sorted(tables["summary_exits"]["dataset"].unique()):
         part = {name: frame[frame["dataset"] == dataset] for name, frame in tables.items()}
-        styles = method_styles(sorted(part["summary_exits"]["method"].unique()))
-        exits = part["summary_exits"].copy()
-        exits.attrs["deepest_flops"] = part["per_exit"]["cumulative_flops"].max()
-        paths += figure_pareto(dataset, part["summary_budgets"], exits, styles, folder)
-        paths += figure_exit_distribution(dataset, part["summary_budgets"], styles, folder)
-        if len(part["grad_stats"]):
-            paths += figure_grad_norm(dataset, part["grad_stats"], styles, folder)
-        paths += figure_per_exit_accuracy(dataset, exits, styles, folder)
-        paths += figure_calibration(dataset, part["calibration"], exits, styles, folder)
+        available = sorted(part["summary_exits"]["method"].unique())
+        chosen = {kind: select(kind, available, analyse) for kind in CAPTIONS}
+        exits = part["summary_exits"]
+        drawn = {"pareto": lambda m: figure_pareto(dataset, part["operating_points"], part["runs"], m, styles, folder),
+                 "exit_distribution": lambda m: figure_exit_distribution(dataset, part["summary_budgets"], m, styles,
+                                                                         folder),
+                 "grad_norm": lambda m: figure_grad_norm(dataset, part["grad_stats"], m, styles, folder),
+                 "per_exit_accuracy": lambda m: figure_per_exit_accuracy(dataset, exits, m, styles, folder),
+                 "calibration": lambda m: figure_calibration(dataset, part["calibration"], exits, m, styles, folder)}
+        for kind, draw in drawn.items():
+            if chosen[kind] and not (kind == "grad_norm" and part["grad_stats"].empty):  # nothing to show: no file
+                paths += draw(chosen[kind])
     return paths

@@ -17,14 +17,22 @@ def fmt_ci(mean: float, low: float, high: float, scale: float = 100, digits: int
     return f"{mean * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
 
 
+def cell(value) -> bool:
+    """True for a missing value (rendered "–", never "nan")."""
+    return not isinstance(value, str) and pd.isna(value)
+
+
 def markdown(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    rows = ["| " + " | ".join("–" if cell(v) else str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
 
 
-def headline(dataset: str, exits: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
+def headline(dataset: str, exits: pd.DataFrame, budgets: pd.DataFrame, unreached: dict | None = None) -> pd.DataFrame:
+    """Per method: deepest-exit accuracy and, per tuned budget, accuracy, cost and early-exit accuracy; a budget
+    that the method's exit policy cannot reach on some seeds is marked † k/n in its accuracy cell."""
+    unreached = unreached or {}
     deepest = exits[(exits["metric"] == "test_accuracy") & (exits["exit"] == exits["exit"].max())].set_index("method")
     rows = []
     for method in sorted(deepest.index):
@@ -37,38 +45,109 @@ def headline(dataset: str, exits: pd.DataFrame, budgets: pd.DataFrame) -> pd.Dat
                 if metric in at.index:
                     row[f"@{budget:g}: {label}"] = fmt_ci(*at.loc[metric, ["mean", "ci_low", "ci_high"]], scale=scale,
                                                           digits=1 if "FLOPs" in label else 2)
+            missed = unreached.get((dataset, method, budget))
+            if missed and f"@{budget:g}: acc. (%)" in row:
+                row[f"@{budget:g}: acc. (%)"] += f" † {missed[0]}/{missed[1]}"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-CLAIM_TEXT = {
-    "1": "CGT lowers average inference cost by up to 42 % (vs other training methods at matched accuracy)",
-    "2": "CGT improves overall accuracy by 0.8–1.3 points",
-    "3": "CGT improves early-exit accuracy by 3.1–5.7 points",
-    "4": "SoftCGT reaches the best accuracy while routing more samples to early exits than joint baselines",
-    "5": "HardCGT routes even more samples early, but starves deep exits of training signal; SoftCGT does not",
-    "6": "JEI-DNN's learned gates give a better accuracy/cost trade-off and better calibration than confidence "
-         "thresholding on the same trained network",
-}
-
-
 def compute_section(runs: pd.DataFrame) -> list[str]:
-    """Measured training time per run (the train stage; evaluate and tune add a few seconds each)."""
+    """One table of compute: a row per method, its runs and mean training time per run on each dataset."""
     runs = runs.assign(train_seconds=runs["seconds_per_epoch"] * runs["epochs"])
-    table = runs.groupby(["dataset", "method"]).agg(runs=("seed", "size"), epochs=("epochs", "first"),
-                                                    seconds_per_run=("train_seconds", "mean"),
-                                                    seconds_per_epoch=("seconds_per_epoch", "mean")).reset_index()
+    per = runs.groupby(["method", "dataset"]).agg(runs=("seed", "size"), seconds=("train_seconds", "mean"),
+                                                  epochs=("epochs", "first"))
+    table = pd.DataFrame(index=sorted(runs["method"].unique()))
+    for dataset in sorted(runs["dataset"].unique()):
+        part = per.xs(dataset, level="dataset")
+        table[f"{dataset}: runs × epochs"] = [f"{part.loc[m, 'runs']} × {part.loc[m, 'epochs']}" if m in part.index
+                                              else "–" for m in table.index]
+        table[f"{dataset}: s per run"] = [f"{part.loc[m, 'seconds']:.1f}" if m in part.index else "–" for m in table.index]
+    table["total training (min)"] = (runs.groupby("method")["train_seconds"].sum() / 60).round(1).astype(str)
     totals = runs.groupby("dataset")["train_seconds"].sum()
     return ["## Compute", "",
-            f"Training time per run, mean over seeds ({runs['threads'].iloc[0]} threads, {runs['device'].iloc[0]}). "
-            "Total training time: " + ", ".join(f"{d} {s / 60:.1f} min" for d, s in totals.items()) + ".", "",
-            markdown(table.round(1)), ""]
+            f"Training time per run, mean over seeds ({runs['threads'].iloc[0]} threads, {runs['device'].iloc[0]}; "
+            "the evaluate and tune stages add a few seconds per run). Total training time: "
+            + ", ".join(f"{d} {s / 60:.1f} min" for d, s in totals.items()) + ".", "",
+            markdown(table.rename_axis("method").reset_index()), ""]
 
 
-def claims_section(results: Path, spec: dict) -> list[str]:
-    """The claims table (also written to results/claims.csv), with its pre-registered rule."""
-    from bench.analyse.claims import SOURCE, __doc__ as rule, claims_table
+CLAIM_COLUMNS = ["claim", "dataset", "part", "comparison", "stated", "mean", "ci_low", "ci_high", "n", "unit",
+                 "verdict", "primary", "claim_verdict"]
 
+
+def measured(row) -> str:
+    """Mean [95 % interval] unit; values imputed for seeds that never matched are marked, and an interval over
+    imputed values only is not shown."""
+    if pd.isna(row["mean"]):
+        return "–"
+    imputed = row.get("seeds_not_matched")
+    imputed = 0 if imputed is None or pd.isna(imputed) else int(imputed)
+    if imputed and imputed >= row["n"]:
+        return f"{row['mean']:+.2f} {row['unit']} (all {row['n']} seeds imputed: no interval)"
+    text = f"{row['mean']:+.2f}" if pd.isna(row["ci_low"]) else f"{row['mean']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+    return f"{text} {row['unit']}" + (f" ({imputed} of {row['n']} seeds imputed)" if imputed else "")
+
+
+def short(comparison: str) -> str:
+    """The comparison's first clause (for the discussion)."""
+    cut = min([i for i in (comparison.find(c) for c in (":", "(", ",")) if i > 0] or [len(comparison)])
+    return comparison[:cut].strip()
+
+
+def listing(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def verdict_summary(table: pd.DataFrame, claims: list[dict]) -> list[str]:
+    """The claim × dataset verdict table, generated from the claims table."""
+    datasets = sorted(table["dataset"].unique())
+    verdicts = table.groupby(["claim", "dataset"])["claim_verdict"].first()
+    rows = [{"claim": c["id"], "as stated": " ".join(c["text"].split()),
+             **{d: verdicts.get((c["id"], d), "–") for d in datasets}} for c in claims]
+    return ["### Summary of verdicts", "", markdown(pd.DataFrame(rows)), ""]
+
+
+def discussion(table: pd.DataFrame, claims: list[dict]) -> list[str]:
+    """A short discussion generated from the verdicts: counts, then per claim what decided each verdict."""
+    verdicts = table.groupby(["claim", "dataset"])["claim_verdict"].first()
+    counts = verdicts.value_counts()
+    lines = ["## Discussion (generated from the verdicts)", "",
+             f"{len(claims)} claims tested on {table['dataset'].nunique()} datasets, {len(verdicts)} verdicts: "
+             + ", ".join(f"{counts.get(v, 0)} {v}" for v in ("supported", "not supported", "inconclusive", "not run"))
+             + ".", ""]
+    for claim in claims:
+        part = table[table["claim"] == claim["id"]]
+        by_verdict: dict[str, list[str]] = {}
+        for dataset, verdict in verdicts[claim["id"]].items():
+            by_verdict.setdefault(verdict, []).append(dataset)
+        text = "; ".join(f"{v} on {listing(ds)}" for v, ds in by_verdict.items())
+        details = []
+        primary = part[part["primary"]]
+        if primary["part"].nunique() > 1 or primary["comparison"].nunique() > 1:
+            for dataset, group in primary.groupby("dataset"):
+                kinds = {}
+                for _, r in group.iterrows():
+                    kinds.setdefault(r["verdict"], []).append(f"{short(r['comparison'])} ({r['part']})")
+                details.append(f"on {dataset}: " + "; ".join(f"{v}: {listing(x)}" for v, x in kinds.items()))
+        secondary = part[~part["primary"]]
+        for label, group in secondary.groupby("part", sort=False):
+            details.append(f"secondary {label} (does not decide): "
+                           + ", ".join(f"{r['verdict']} on {r['dataset']}" for _, r in group.iterrows()))
+        lines.append(f"- **Claim {claim['id']}** ({' '.join(claim['text'].split())}): {text}."
+                     + "".join(f" {d[0].upper()}{d[1:]}." for d in details))
+    return lines + [""]
+
+
+def claims_section(results: Path, claims_file: str | None) -> list[str]:
+    """The claims table (also written to results/claims.csv) with its pre-registered rule, a summary of the
+    verdicts and a discussion generated from them; nothing (and an empty claims.csv) without claims."""
+    from bench.analyse.claims import MEASURES, __doc__ as rule, claims_table, load_claims
+
+    if not claims_file:
+        write_csv(results / "claims.csv", pd.DataFrame(columns=CLAIM_COLUMNS))
+        return []
+    spec = load_claims(claims_file)
     names = ("runs", "per_exit", "budgets", "operating_points", "threshold_curves", "grad_stats")
     missing = [f"results/{name}.csv" for name in names if not (results / f"{name}.csv").is_file()]
     if missing:
@@ -76,28 +155,62 @@ def claims_section(results: Path, spec: dict) -> list[str]:
     tables = {name: pd.read_csv(results / f"{name}.csv") for name in names}
     table = claims_table(tables, spec)
     write_csv(results / "claims.csv", table)
-    shown = table.assign(
-        claim=[f"{c}" + ("" if p else " (secondary)") for c, p in zip(table["claim"], table["primary"])],
-        measured=[("–" if pd.isna(m) else f"{m:+.2f}" if pd.isna(lo) else f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]")
-                  + ("" if pd.isna(m) else f" {u}") for m, lo, hi, u in
-                  zip(table["mean"], table["ci_low"], table["ci_high"], table["unit"])])
+    sources = sorted({c.get("source", spec.get("source")) for c in spec["claims"]})
     lines = ["## Claims table", "",
-             f"Claims as stated by the source ({SOURCE}), each tested by the comparison named in its row. The "
-             "comparisons (baseline, budget, metric) were fixed in `params.yaml` (`analyse.claims`) and "
-             "`bench/analyse/claims.py` before the study was run, and are not to be changed after looking at "
-             "the numbers. Measured: mean paired difference over seeds with a 95 % Student-t interval. Rule:", "",
+             f"Claims as stated by {'the source' if len(sources) == 1 else 'their sources'} "
+             f"({'; '.join(sources)}), each tested by the comparison named in its row. The claims and their "
+             f"comparisons (baseline, budget, metric) are data, `{claims_file}`, fixed before the study was run "
+             "and not to be changed after looking at the numbers. Measured: mean paired difference over seeds "
+             "with a 95 % Student-t interval. Rule:", "",
              *[f"> {line}" for line in rule[rule.index("- not supported"):].strip().splitlines()], ""]
-    for number, text in CLAIM_TEXT.items():
-        part = shown[shown["claim"].str.split().str[0] == number]
-        part = part.assign(seeds_not_matched=part["seeds_not_matched"].map(lambda v: "" if pd.isna(v) else str(int(v))))
+    lines += verdict_summary(table, spec["claims"])
+    for claim in spec["claims"]:
+        part = table[table["claim"] == claim["id"]]
         if part.empty:
             continue
+        notes = {MEASURES.get(p["measure"]).note for p in claim["parts"]} - {""}
+        extra = [c for c in ("seeds_not_matched",) if c in part.columns and part[c].notna().any()]
+        shown = part.assign(part=[p + ("" if primary else " (secondary)") for p, primary in zip(part["part"], part["primary"])],
+                            measured=[measured(r) for _, r in part.iterrows()],
+                            **{c: part[c].map(lambda v: "" if pd.isna(v) else str(int(v))) for c in extra})
         verdicts = ", ".join(f"{d}: **{v}**" for d, v in part.groupby("dataset")["claim_verdict"].first().items())
-        lines += [f"### Claim {number}: {text}", "", f"Verdict — {verdicts}", "",
-                  markdown(part[["dataset", "part", "comparison", "stated", "measured", "n",
-                                 *(["seeds_not_matched"] if number == "1" else []), "verdict"]]
+        source = claim.get("source")
+        lines += [f"### Claim {claim['id']}: {' '.join(claim['text'].split())}", "",
+                  *([f"Source: {source}.", ""] if source else []), f"Verdict — {verdicts}", "",
+                  *[f"{note}" for note in sorted(notes)], *([""] if notes else []),
+                  markdown(shown[["dataset", "part", "comparison", "stated", "measured", "n", *extra, "verdict"]]
                            .rename(columns={"stated": "source states", "seeds_not_matched": "seeds not matched"})), ""]
-    return lines
+    return lines + discussion(table, spec["claims"])
+
+
+def figures_section(figures: Path) -> list[str]:
+    """Every figure file, grouped by kind, with the caption that says what to look for."""
+    from bench.analyse.figures import CAPTIONS
+
+    lines = ["## Figures", ""]
+    pngs = sorted(figures.glob("*.png"))
+    for kind, caption in CAPTIONS.items():
+        mine = [p for p in pngs if p.stem.startswith(f"{kind}_")]
+        if not mine:
+            continue
+        links = ", ".join(f"[{p.stem}](../{figures.name}/{p.name}) ([PDF](../{figures.name}/{p.stem}.pdf))" for p in mine)
+        lines += [f"- **{kind.replace('_', ' ')}**: {caption} {links}"]
+    others = [p for p in pngs if not any(p.stem.startswith(f"{k}_") for k in CAPTIONS)]
+    lines += [f"- [{p.stem}](../{figures.name}/{p.name})" for p in others]
+    return lines + [""]
+
+
+def unreached_budgets(results: Path) -> dict:
+    """(dataset, method, budget) → (seeds whose exit policy cannot reach the tuned budget, seeds), where any."""
+    from bench.analyse.figures import reached
+
+    if not all((results / f"{name}.csv").is_file() for name in ("budgets", "operating_points")):
+        return {}
+    budgets, points = pd.read_csv(results / "budgets.csv"), pd.read_csv(results / "operating_points.csv")
+    tuned = budgets[(budgets["calibrator"] == "optuna_per_exit") & budgets["feasible"].astype(bool)]
+    tuned = tuned.assign(missed=~reached(tuned, points[points["calibrator"] == "exact_single"]))
+    counts = tuned.groupby(["dataset", "method", "budget"])["missed"].agg(["sum", "size"])
+    return {key: (int(r["sum"]), int(r["size"])) for key, r in counts.iterrows() if r["sum"] > 0}
 
 
 def write_report(results: Path, figures: Path, params: dict) -> Path:
@@ -127,26 +240,28 @@ def write_report(results: Path, figures: Path, params: dict) -> Path:
     lines += ["## Headline results", "",
               "Mean over seeds with a 95 % Student-t interval in brackets (none with one seed). Budgets are expected "
               "FLOPs as a fraction of the deepest exit's; thresholds were chosen by Optuna on validation and applied "
-              "once to test.", ""]
+              "once to test. † k/n: on k of n seeds the method's exit policy cannot reach the budget (it has no "
+              "operating point near it), so its cheapest operating point, well below the budget, is reported "
+              "instead.", ""]
+    unreached = unreached_budgets(results)
     for dataset in sorted(exits["dataset"].unique()):
         lines += [f"### {dataset}", "", markdown(headline(dataset, exits[exits["dataset"] == dataset],
-                                                           budgets[budgets["dataset"] == dataset])), ""]
+                                                           budgets[budgets["dataset"] == dataset], unreached)), ""]
     lines += ["## Paired comparisons", "",
               f"Each method against `{params['analyse']['reference']}` on the same seeds: mean difference, effect size "
               f"d_z, paired t-test p-value, Holm-corrected over each dataset's family, significant at α = "
               f"{params['analyse']['alpha']} only with at least 3 paired seeds.", ""]
     if len(significance):
         table = significance.assign(**{"mean difference (pts)": (significance["mean_difference"] * 100).round(2),
-                                       "p (Holm)": significance["p_holm"].round(4)})
+                                       "p (Holm)": significance["p_holm"].round(4),
+                                       "note": significance["note"].fillna("")})  # 5+ seeds: no note
         lines += [markdown(table[["dataset", "comparison", "method", "n", "mean difference (pts)", "effect_size_dz",
                                   "p (Holm)", "significant", "note"]].round(3)), ""]
     else:
         lines += ["No comparisons: the reference method or paired seeds are missing.", ""]
-    lines += claims_section(results, params["analyse"]["claims"])
+    lines += claims_section(results, params["analyse"].get("claims"))
     lines += compute_section(runs)
-    lines += ["## Figures", ""]
-    for path in sorted(figures.glob("*.png")):
-        lines.append(f"- [{path.stem}](../{figures.name}/{path.name}) ([PDF](../{figures.name}/{path.stem}.pdf))")
+    lines += figures_section(figures)
     return_path = results / "REPORT.md"
     write_text(return_path, "\n".join(lines) + "\n")
     return return_path
