@@ -280,3 +280,11 @@ def test_intervals_are_clipped_to_the_metric_range_and_degenerate_tests_give_no_
     assert high == 1.0 and low < mean
     result = paired_test([0.91, 0.92], [0.90, 0.91])  # identical differences: undefined t statistic
     assert math.isnan(result["p_value"]) and result["mean_difference"] == pytest.approx(0.01)
+
+
+def test_the_tune_stage_reached_flag_wins_over_the_interim_rule():
+    row = {"dataset": "d", "method": "m", "seed": 0, "policy": "p", "budget": 0.5, "val_flops_fraction": 0.2}
+    points = pd.DataFrame([{**row, "budget": b} for b in (0.3, 0.5)])
+    assert not figures.reached(pd.DataFrame([row]), points).iloc[0]  # cheapest point, 0.3 below the budget
+    assert figures.reached(pd.DataFrame([{**row, "reached": True}]), points).iloc[0]  # recorded by tune: trusted
+    assert figures.reached(pd.DataFrame([{**row, "budget": 0.22}]), points).iloc[0]  # within UNREACHED_GAP

@@ -225,7 +225,7 @@ def figure_exit_distribution(dataset: str, budgets: pd.DataFrame, methods: list[
         ax.set(title=f"budget {budget:g}", xlabel="exit", xticks=range(len(exits)))
     axes[0][0].set_ylabel("fraction of test samples")
     axes[0][-1].legend(fontsize=6, ncol=1, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.suptitle(f"{dataset}: where test samples leave (mean over seeds)")
+    fig.suptitle(f"{dataset}: where test samples leave (mean over seeds)", y=1.03, fontweight="bold")
     return save(fig, folder, f"exit_distribution_{dataset}")
 
 
@@ -306,7 +306,7 @@ def figure_calibration(dataset: str, calibration: pd.DataFrame, exits: pd.DataFr
         ax.set(title=f"exit {k}", xlabel="confidence (max softmax)", xlim=(0, 1), ylim=(0, 1))
         ax.legend(fontsize=5)
     axes[0][0].set_ylabel("accuracy")
-    fig.suptitle(f"{dataset}: reliability per exit (15 equal-width bins, test; ECE in %)")
+    fig.suptitle(f"{dataset}: reliability per exit (15 equal-width bins, test; ECE in %)", y=1.03, fontweight="bold")
     return save(fig, folder, f"calibration_{dataset}")
 
 
