@@ -288,3 +288,13 @@ def test_the_tune_stage_reached_flag_wins_over_the_interim_rule():
     assert not figures.reached(pd.DataFrame([row]), points).iloc[0]  # cheapest point, 0.3 below the budget
     assert figures.reached(pd.DataFrame([{**row, "reached": True}]), points).iloc[0]  # recorded by tune: trusted
     assert figures.reached(pd.DataFrame([{**row, "budget": 0.22}]), points).iloc[0]  # within UNREACHED_GAP
+
+
+def test_gradient_figure_leaves_out_steps_that_train_no_exit_but_keeps_a_starved_exit():
+    rows = [{"dataset": "d", "method": "m", "seed": 0, "step": step, "exit": k, "batch_size": 10,
+             "samples_with_grad": 10, "effective_samples": shares[k], "backbone_grad_norm": 1.0, "head_grad_norm": 1.0}
+            for step, shares in ((0, [10.0, 0.0]), (50, [0.0, 0.0]), (100, [5.0, 2.0])) for k in range(2)]
+    data = figures.grad_data(pd.DataFrame(rows))
+    assert sorted(data["step"].unique()) == [0, 100]  # step 50: a gate step, no exit trained
+    starved = data.query("exit == 1 and step == 0")["effective_share"].iloc[0]
+    assert starved == 0.0 and data.query("exit == 0 and step == 100")["effective_share"].iloc[0] == 0.5

@@ -28,7 +28,8 @@ CAPTIONS = {
                          "more samples at the early exits at the same budget.",
     "grad_norm": "Gradient signal each exit's loss sends into the backbone during training (top) and the share of "
                  "the batch carrying it (bottom), one panel per exit; look for a method whose deep-exit curves sit "
-                 "far below the others (starved deep exits).",
+                 "far below the others (starved deep exits). Steps that train no exit (JEI-DNN's gate epochs) are "
+                 "left out.",
     "per_exit_accuracy": "Accuracy of every exit on all test samples (95 % CI); look at how much the early exits "
                          "lose to the last one, and whether a method trades deep accuracy for early accuracy.",
     "calibration": "Reliability per exit (confidence against accuracy, pooled over seeds; ECE in the legend); "
@@ -230,8 +231,12 @@ def figure_exit_distribution(dataset: str, budgets: pd.DataFrame, methods: list[
 
 
 def grad_data(grad_stats: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, exit, step): means over seeds. A logged step at which no exit of the run gets any gradient
+    (e.g. JEI-DNN's gate-training epochs) trains no exit and says nothing about starvation: it is left out."""
     data = grad_stats.assign(sample_share=grad_stats["samples_with_grad"] / grad_stats["batch_size"],
                              effective_share=grad_stats["effective_samples"] / grad_stats["batch_size"])
+    trains = data.groupby(["dataset", "method", "seed", "step"])["effective_samples"].transform("sum") > 0
+    data = data[trains]
     return (data.groupby(["method", "exit", "step"])
             [["backbone_grad_norm", "head_grad_norm", "sample_share", "effective_share"]].mean().reset_index())
 
