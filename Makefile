@@ -33,6 +33,7 @@ data:
 # a dirty tree cannot be reproduced from its commit); `make repro ALLOW_DIRTY=1` goes ahead, and every run
 # records the SHA-256 of the uncommitted diff next to its commit (bench/provenance.py).
 repro: venv data
+	eebench check  # params.yaml first: a rejected one must stop here, before DVC deletes any stage's outputs
 	eebench check-clean $(if $(ALLOW_DIRTY),--allow-dirty)
 	dvc repro
 

@@ -127,6 +127,8 @@ def cmd_evaluate(args, params) -> None:
         print(f"evaluated {args.method} on {args.dataset} seed {seed}: "
               + (f"{len(result['rows'])} threshold rows" if result["status"] == "ok"
                  else f"failed run ({result['reason']})"))
+    if args.seed is None:  # the stage's output persists across runs: it holds exactly the grid's seeds
+        drop_other_seeds(eval_path(args.dataset, args.method, 0).parent, seeds, ".json")
 
 
 def cmd_tune(args, params) -> None:
@@ -145,6 +147,9 @@ def cmd_tune(args, params) -> None:
                       f"test acc {row['test']['accuracy']:.4f} cost {row['test']['flops_fraction']:.3f}")
             else:
                 print(f"{where} infeasible on validation")
+    if args.seed is None:  # the stage's outputs persist across runs: they hold exactly the grid's seeds
+        for folder in (tune_dir, study_dir):
+            drop_other_seeds(folder(args.dataset, args.method, 0).parent, seeds)
 
 
 def cmd_aggregate(args, params) -> None:
@@ -171,6 +176,10 @@ def cmd_figures(args, params) -> None:
     clean_before_writing(FIGURES)
     clean_before_writing(RESULTS, recursive=False)
     paths = make_figures(RESULTS, FIGURES, params["analyse"])
+    for stale in sorted(set(FIGURES.glob("*")) - {Path(p) for p in paths}):  # figures/ persists across runs
+        if stale.is_file():
+            stale.unlink()
+            print(f"removed {stale}: no longer drawn", flush=True)
     report = write_report(RESULTS, FIGURES, params)
     print(f"{len(paths)} figure files in {FIGURES}/ and {report} in {time.perf_counter() - started:.1f} s")
 
@@ -231,6 +240,17 @@ def clean_before_writing(*folders, recursive: bool = True) -> None:
         print(f"removed {path}: temporary file of an interrupted write", flush=True)
 
 
+def drop_other_seeds(folder: Path, seeds: list[int], suffix: str = "") -> None:
+    """Delete seed<N><suffix> entries of `folder` for seeds no longer in the grid."""
+    import shutil
+
+    keep = {f"seed{s}{suffix}" for s in seeds}
+    for stale in sorted(folder.glob(f"seed*{suffix}")) if folder.is_dir() else []:
+        if stale.name not in keep:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+            print(f"removed {stale}: seed no longer in the grid", flush=True)
+
+
 def section_for(params: dict, section: str, name: str) -> dict:
     """The params section of one dataset or method; unknown names list the valid choices."""
     from bench.data import DATASETS
@@ -240,6 +260,15 @@ def section_for(params: dict, section: str, name: str) -> dict:
     if name not in params[section]:
         raise BenchError(f"{section}.{name} is missing from params.yaml; add a `{name}:` section under `{section}`")
     return params[section][name]
+
+
+def cmd_check(args, params) -> None:
+    """params.yaml passed validation (main loads it): say so, with the size of the grid it describes."""
+    from bench.config import seeds_of
+
+    grid = params["grid"]
+    runs = sum(len(seeds_of(grid, m)) for m in grid["methods"]) * len(grid["datasets"])
+    print(f"{args.params} is valid: {len(grid['methods'])} methods x {len(grid['datasets'])} datasets, {runs} runs")
 
 
 def cmd_check_clean(args, params) -> None:
@@ -303,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", action="append", help="only this dataset (repeatable; default: the grid's)")
     p.add_argument("--method", action="append", help="only this method (repeatable; default: the grid's)")
     add_executor_options(p)
+    sub.add_parser("check", help="validate params.yaml (every section) and exit 2 with one line if it is wrong; "
+                                 "`make repro` runs it before `dvc repro` touches any output")
     p = sub.add_parser("check-clean", help="refuse (exit 2) while bench/, methods/, dvc.yaml, params.yaml or "
                        "pyproject.toml has uncommitted changes (`make repro` runs it)")
     p.add_argument("--allow-dirty", action="store_true", help="only warn; every run records the diff's SHA-256")
@@ -321,7 +352,7 @@ def add_executor_options(p: argparse.ArgumentParser, executor_help: str = "") ->
 COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "train": cmd_train, "plan": cmd_plan, "evaluate": cmd_evaluate,
             "tune": cmd_tune, "aggregate": cmd_aggregate, "figures": cmd_figures,
             "regress": cmd_regress, "bless": cmd_bless, "study": cmd_study, "run": cmd_run,
-            "check-clean": cmd_check_clean, "costs": cmd_costs}
+            "check": cmd_check, "check-clean": cmd_check_clean, "costs": cmd_costs}
 
 
 def main(argv: list[str] | None = None) -> int:

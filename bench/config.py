@@ -39,6 +39,72 @@ SLURM_DEFAULTS = {"partition": None, "time_min": 60, "cpus_per_task": None, "gpu
 EXECUTOR_DEFAULTS = {"name": "local", "workers": 2, "threads_per_worker": None, "slurm": SLURM_DEFAULTS}
 
 
+SEED_LIMIT = 2**32  # numpy's and torch's seeding both take 0 <= seed < 2**32 without wrapping or failing
+SUBSET_SPLITS = ("train", "val", "test")
+PREPARE_RULES = {  # prepare.<dataset>.<key>: a range check shared by the datasets that have the key
+    "split_seed": (lambda v: 0 <= v < SEED_LIMIT, "an integer in [0, 2**32)"),
+    "n_train": (lambda v: v >= 1, "an integer >= 1"),
+    "n_val": (lambda v: v >= 1, "an integer >= 1"),
+    "n_test": (lambda v: v >= 1, "an integer >= 1"),
+    "noise": (lambda v: 0 <= v < float("inf"), "a finite number >= 0"),
+    "patch_size": (lambda v: v >= 1 and v % 2 == 1, "an odd integer >= 1"),
+}
+
+
+def is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_seeds(seeds: list, where: str) -> None:
+    for i, seed in enumerate(seeds):
+        require(is_int(seed) and 0 <= seed < SEED_LIMIT, f"{where}[{i}]", "an integer in [0, 2**32)", seed)
+
+
+def check_subset(subset: object, where: str) -> None:
+    """prepare.<dataset>.subset: null, or a mapping of some of train/val/test to a sample count >= 1."""
+    allowed = "null or a mapping like {train: N, val: N, test: N} with integers N >= 1"
+    if subset is None:
+        return
+    if not isinstance(subset, dict):
+        raise BenchError(f"{where} must be {allowed}, got {subset!r}")
+    for split, size in subset.items():
+        if split not in SUBSET_SPLITS:
+            raise choices_error("split", split, list(SUBSET_SPLITS), where)
+        require(is_int(size) and size >= 1, f"{where}.{split}", "an integer >= 1", size)
+
+
+def check_model(dataset: str, model: dict) -> int:
+    """Build the model once (1 input channel, 2 classes) so that widths [], [0, …] and the like fail here, not
+    in training; returns its number of exits."""
+    where = f"train.{dataset}.model"
+    for key, value in model.items():
+        if key == "name":
+            continue
+        values = value if isinstance(value, list) else [value]
+        require(all(not is_int(v) or v >= 1 for v in values) and (not isinstance(value, list) or len(value) > 0),
+                f"{where}.{key}", "integers >= 1 (a non-empty list where a list is expected)", value)
+    try:
+        import torch
+
+        with torch.device("meta"):  # shapes only: no memory, no weight initialisation
+            net = MODELS.get(model["name"])(1, 2, **{k: v for k, v in model.items() if k != "name"})
+    except BenchError:
+        raise
+    except Exception as exc:  # a model builder's own complaint, whatever its type
+        message = str(exc).splitlines()[0] if str(exc) else "no message"
+        raise BenchError(f"{where} = {model!r} cannot be built ({exc.__class__.__name__}: {message}); "
+                         "change its parameters") from None
+    return net.num_exits
+
+
+def check_method_params(resolved: dict, num_exits: dict[str, int]) -> None:
+    """Construct every grid method with its params for every grid dataset's model (its exits and classes):
+    each method's __init__ checks its own ranges and raises a BenchError naming methods.<name>.<key>."""
+    for dataset in resolved["grid"]["datasets"]:
+        for name in resolved["grid"]["methods"]:
+            METHODS.get(name)(resolved["methods"][name], num_exits[dataset], DATASETS.get(dataset).num_classes)
+
+
 def seeds_of(grid: dict, method: str) -> list[int]:
     """The seeds one method runs: grid.seeds, plus grid.extra_seeds when it is one of grid.extra_seed_methods."""
     return [*grid["seeds"], *(grid["extra_seeds"] if method in grid["extra_seed_methods"] else [])]
@@ -98,26 +164,6 @@ def check_analyse_outputs(analyse: dict, grid: dict) -> None:
             require(value in ("all", "claims"), f"analyse.figures.{key}", '"all", "claims" or a list of methods', value)
 
 
-def check_analyse_outputs(analyse: dict, grid: dict) -> None:
-    """analyse.claims (a claims file, or null) and analyse.figures (which methods each figure shows)."""
-    from bench.analyse.claims import claim_methods, load_claims
-
-    claims = analyse["claims"]
-    require(claims is None or (isinstance(claims, str) and claims != ""), "analyse.claims",
-            "null (no claims) or the path of a claims file, e.g. claims/cgt.yaml", claims)
-    for name in claim_methods(load_claims(claims) if claims else None):
-        METHODS.get(name, where=f"{claims} (analyse.claims)")
-    figures = analyse["figures"] = {**FIGURE_DEFAULTS, **check_section({k: None for k in FIGURE_DEFAULTS},
-                                                                       analyse["figures"], "analyse.figures")}
-    for key, value in figures.items():
-        if isinstance(value, list):
-            for name in value:
-                require(isinstance(name, str) and name in grid["methods"], f"analyse.figures.{key}",
-                        '"all", "claims" or a list of methods of grid.methods', name)
-        else:
-            require(value in ("all", "claims"), f"analyse.figures.{key}", '"all", "claims" or a list of methods', value)
-
-
 def validate(params: object) -> dict:
     """Check a parsed params.yaml; return it with every section completed by its defaults."""
     if not isinstance(params, dict):
@@ -143,8 +189,11 @@ def validate(params: object) -> dict:
     require(all(isinstance(s, int) and not isinstance(s, bool) for s in grid["extra_seeds"])
             and not set(grid["extra_seeds"]) & set(grid["seeds"]) and len(set(grid["extra_seeds"])) == len(grid["extra_seeds"]),
             "grid.extra_seeds", "distinct integers not already in grid.seeds", grid["extra_seeds"])
+    check_seeds(grid["seeds"], "grid.seeds")
+    check_seeds(grid["extra_seeds"], "grid.extra_seeds")
 
     resolved = {"grid": grid, "prepare": {}, "train": {}, "methods": {}}
+    num_exits: dict[str, int] = {}  # of each dataset's model, for constructing the methods
     for section in ("prepare", "train", "methods"):
         if not isinstance(params[section], dict):
             raise BenchError(f"{section} must be a mapping, got {params[section]!r}")
@@ -161,6 +210,13 @@ def validate(params: object) -> dict:
             require(isinstance(section["block_size"], int) and not isinstance(section["block_size"], bool)
                     and section["block_size"] > 2 * radius, f"prepare.{name}.block_size",
                     f"an integer > 2 * (patch_size // 2) = {2 * radius}", section["block_size"])
+        if "val_fraction" in section and "train_fraction" in section:
+            require(section["train_fraction"] + section["val_fraction"] < 1, f"prepare.{name}.train_fraction",
+                    "train_fraction + val_fraction < 1 (the rest is the test split)", section["train_fraction"])
+        for key, (ok, allowed) in PREPARE_RULES.items():
+            if key in section:
+                require(ok(section[key]), f"prepare.{name}.{key}", allowed, section[key])
+        check_subset(section.get("subset"), f"prepare.{name}.subset")
 
     train = params["train"]
     resolved["train"]["common"] = common = check_section(COMMON_DEFAULTS, train.get("common"), "train.common")
@@ -180,6 +236,7 @@ def validate(params: object) -> dict:
         model_params = check_section(model_defaults(model["name"]), {k: v for k, v in model.items() if k != "name"},
                                      f"train.{name}.model")
         section["model"] = {"name": model["name"], **model_params}
+        num_exits[name] = check_model(name, section["model"])
         for key in ("epochs", "batch_size"):
             require(section[key] >= 1, f"train.{name}.{key}", "an integer >= 1", section[key])
         require(section["lr"] > 0, f"train.{name}.lr", "a number > 0", section["lr"])
@@ -203,8 +260,10 @@ def validate(params: object) -> dict:
     for name in tune["reference_policies"]:
         require(not POLICIES.get(name, where="tune.reference_policies").needs, "tune.reference_policies",
                 "policies that read only the logits (every method has those)", name)
-    require(len(tune["budgets"]) > 0 and all(0 < b <= 1 for b in tune["budgets"]), "tune.budgets",
-            "a non-empty list of fractions in (0, 1]", tune["budgets"])
+    require(len(tune["budgets"]) > 0 and all(0 < b <= 1 for b in tune["budgets"])
+            and len(set(tune["budgets"])) == len(tune["budgets"]), "tune.budgets",
+            "a non-empty list of distinct fractions in (0, 1]", tune["budgets"])
+    require(is_int(tune["seed"]) and 0 <= tune["seed"] < SEED_LIMIT, "tune.seed", "an integer in [0, 2**32)", tune["seed"])
     require(all(0 < e < 1 for e in tune["risk_epsilons"]), "tune.risk_epsilons", "numbers in (0, 1)", tune["risk_epsilons"])
     require(tune["storage"] in STORAGES, "tune.storage", " | ".join(STORAGES), tune["storage"])
     require(0 < tune["risk_delta"] < 1, "tune.risk_delta", "0 < value < 1", tune["risk_delta"])
@@ -235,20 +294,29 @@ def validate(params: object) -> dict:
     for name in grid["methods"]:  # a method without a section runs with its defaults (`eebench study` writes `{}`
         if name not in resolved["methods"]:  # for DVC, which tracks methods.<name> per stage)
             resolved["methods"][name] = check_section(METHODS.get(name).defaults, None, f"methods.{name}")
+    check_method_params(resolved, num_exits)
     return resolved
+
+
+def read_yaml(path: str | Path) -> object:
+    """Parse a YAML file (params.yaml, a profile); malformed YAML is one line naming the file and position."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+        raise BenchError(f"{path} is not valid YAML{where}: {problem}; fix the YAML syntax there") from None
+    except UnicodeDecodeError:
+        raise BenchError(f"{path} is not UTF-8 text; save it as UTF-8 YAML") from None
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"{path} not found; run from the project root (or a study folder) that holds params.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BenchError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return validate(raw)
+    return validate(read_yaml(path))
 
 
 __all__ = ["load_params", "validate", "check_value"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.config import validate
+from bench.config import read_yaml, validate
 from bench.errors import BenchError
 from bench.io import write_text
 
@@ -32,8 +32,11 @@ def profile_params(project: Path, profile: str | Path) -> dict:
     if not path.is_file():
         choices = sorted(p.stem for p in (project / "profiles").glob("*.yaml"))
         raise BenchError(f"profile {path} not found; available profiles: {', '.join(choices)}")
-    base = yaml.safe_load((project / "params.yaml").read_text())
-    params = merge(base, yaml.safe_load(path.read_text()) or {})
+    base, override = read_yaml(project / "params.yaml"), read_yaml(path) or {}
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        raise BenchError(f"{path if isinstance(base, dict) else project / 'params.yaml'} must be a YAML mapping of "
+                         "params.yaml sections")
+    params = merge(base, override)
     validate(params)
     for name in params["grid"]["methods"]:  # DVC tracks methods.<name> per stage: a method on its defaults gets {}
         params["methods"].setdefault(name, {})
