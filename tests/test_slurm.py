@@ -59,10 +59,10 @@ def test_slurm_byte_identical_to_local(cluster, local_reference, tmp_path):
 
 
 def test_scancelled_job_is_resubmitted_and_resumes(cluster, real_params, tmp_path):
-    """A 4-epoch run on a larger tiny set; its job is scancel'ed once a checkpoint exists (a job outlives SIGTERM
+    """A 10-epoch run on a larger tiny set; its job is scancel'ed once a checkpoint exists (a job outlives SIGTERM
     by SLURM's KillWait, 2 s in cluster/slurm.conf.in, so the rest of the run must take longer); a new job resumes it."""
     params = small_params(real_params, {"grid": {"methods": ["branchynet"]}, "prepare": {"tiny": {"n_train": 8192}},
-                                        "train": {"tiny": {"epochs": 4}}})
+                                        "train": {"tiny": {"epochs": 10}}})
     folder = prepared_study(tmp_path, params)
     run_dir = plan_grid(params, folder)[0].run_dir
     result: dict = {}
