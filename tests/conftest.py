@@ -39,6 +39,12 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
 
 
 def write_params(folder: Path, params: dict) -> Path:
+    """params.yaml in a study folder, with the claims files it names (as `bench.study.build_study` copies them)."""
+    import shutil
+
+    claims = Path(__file__).resolve().parents[1] / "claims"
+    if not (folder / "claims").exists():
+        shutil.copytree(claims, folder / "claims")
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

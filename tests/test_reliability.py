@@ -158,8 +158,11 @@ def test_bad_input_never_half_writes_a_run(in_tmp, tiny_params):
     write_params(in_tmp, merge(tiny_params, {"methods": {"branchynet": {"weights": [1.0, 2.0]}}}))
     assert main(["train", "--dataset", "tiny", "--method", "branchynet", "--seed", "0"]) == 2
     assert not (in_tmp / "results/runs/tiny/branchynet/seed0/metrics.json").exists()
-    with pytest.raises(BenchError):
-        raise BenchError("x")
+    from bench.config import load_params
+
+    with pytest.raises(BenchError, match=r"methods\.branchynet"):  # rejected by validation, before any training
+        load_params(in_tmp / "params.yaml")
+    assert not (in_tmp / "results/runs/tiny/branchynet").exists()
 
 
 STALE = ".checkpoint.pt.k3x9_q2a.tmp"  # the name a write killed half-way leaves (bench/io.py's atomic_path)
