@@ -60,6 +60,11 @@ def cmd_train(args, params) -> None:
 
     seeds = stage_seeds(args, params)
     section_for(params, "train", args.dataset)
+    from bench.data.base import prepare_fix
+    from bench.paths import DATASETS
+
+    if not (DATASETS / args.dataset / "manifest.json").is_file():  # one line before any executor starts
+        raise BenchError(f"prepared dataset {DATASETS / args.dataset} is missing; {prepare_fix(args.dataset)}")
     settings = executor_settings(params, args.executor, args.workers)  # the seeds through train.executor
     params = with_threads(params, settings)
     clean_before_writing(*(run_dir(args.dataset, args.method, seed) for seed in seeds))

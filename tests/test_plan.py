@@ -39,8 +39,9 @@ def fabricate_done(params: dict, root, dataset: str, method: str, seed: int) -> 
 
 @pytest.fixture
 def every_method(tiny_params, in_tmp):
+    path = write_params(in_tmp, tiny_params)  # with the claims files the params name
     params = validate({**tiny_params, "grid": {**tiny_params["grid"], "methods": ALL_METHODS}})
-    assert main(["--params", str(write_params(in_tmp, tiny_params)), "prepare", "--dataset", "tiny"]) == 0
+    assert main(["--params", str(path), "prepare", "--dataset", "tiny"]) == 0
     for method in ALL_METHODS:
         fabricate_done(params, in_tmp, "tiny", method, 0)
     return params
@@ -141,7 +142,7 @@ def test_train_skips_done_runs_untouched_and_retrains_stale_ones(tiny_params, in
 
     assert main(["train", "--dataset", "tiny", "--method", "hard_cgt", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "training hard_cgt/tiny/s0: stale (code methods/_cgt.py changed)" in out
+    assert "started hard_cgt/tiny/s0 (stale: code methods/_cgt.py changed)" in out
     assert "ignoring" in out and "resuming" not in out  # the finished checkpoint of the old identity is not reused
     second = json.loads((folders["hard_cgt"] / "metrics.json").read_text())["identity"]
     assert second["digest"] != first["digest"]

@@ -179,7 +179,7 @@ def stop(*args, **kwargs):  # stands in for the stage's work: the clean-up must 
 STAGES = {  # command, folder its stage writes to, the function doing the work after the clean-up
     "prepare": (["prepare", "--dataset", "tiny"], "datasets/tiny", "bench.data.prepare_dataset"),
     "train": (["train", "--dataset", "tiny", "--method", "joint", "--seed", "0"], "results/runs/tiny/joint/seed0",
-              "bench.train.engine.train_run"),
+              "bench.plan.plan_grid"),  # the train command plans right after cleaning (the executor catches crashes)
     "evaluate": (["evaluate", "--dataset", "tiny", "--method", "joint"], "results/eval/tiny/joint",
                  "bench.evaluate.thresholds.evaluate_run"),
     "tune": (["tune", "--dataset", "tiny", "--method", "joint"], "results/tune/tiny/joint/seed0",
