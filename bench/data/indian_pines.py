@@ -22,6 +22,7 @@ from bench.data.base import DatasetSpec, PreparedSplits, register_dataset
 from bench.data.sources import download, sha256_file, verify_array
 from bench.data.splits import block_split, stratified_split
 from bench.errors import BenchError
+from bench.io import load_npy
 
 CUBE_SHA256 = "00fa74d610fcbaac008e9ed9d0a590031c982828de74de0ed20ab3db32b4ad98"  # uint16 (145, 145, 200)
 GT_SHA256 = "0fb397a6c89ad43ad3e15b60972d40821effb01eaedce548d8509ca535a2057c"  # uint8 (145, 145)
@@ -45,7 +46,9 @@ def load_tensorly() -> tuple[np.ndarray, np.ndarray, dict]:
     for path in paths.values():
         if not path.is_file():
             raise BenchError(f"missing data file {path}; {HOW_TO_GET}")
-    return np.load(paths["cube"]), np.load(paths["gt"]), {p.name: sha256_file(p) for p in paths.values()}
+    fix = f"reinstall tensorly (pip install --force-reinstall tensorly), or {HOW_TO_GET.split(', or ')[1]}"
+    return (load_npy(paths["cube"], fix), load_npy(paths["gt"], fix),
+            {p.name: sha256_file(p) for p in paths.values()})
 
 
 def load_mat(folder: Path) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from bench.data import PreparedDataset, get_dataset
 from bench.env import environment
 from bench.errors import BenchError
-from bench.io import save_torch, write_csv, write_json
+from bench.io import load_torch, save_torch, write_csv, write_json
 from bench.models import MultiExitNet, build_model, exit_costs
 from bench.train.augment import AUGMENTATIONS
 from bench.train.gradstats import per_exit_gradient_stats
@@ -84,7 +84,7 @@ def load_checkpoint(path: Path, digest: str) -> dict | None:
     """The checkpoint at `path` if the run that wrote it had this very identity digest, else None."""
     if not path.is_file():
         return None
-    state = torch.load(path, weights_only=False)
+    state = load_torch(path, fix="delete it to restart the run from scratch", weights_only=False)
     if state.get("identity") != digest:
         print(f"ignoring {path}: written by a run with another identity (settings, data or code)", flush=True)
         return None
