@@ -13,8 +13,9 @@ from bench.errors import BenchError
 from bench.io import atomic_path
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (`algorithm`: any hashlib name, e.g. md5 where a source publishes only that)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
@@ -29,12 +30,12 @@ def sha256_array(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def verify_file(path: Path, expected: str, how_to_get: str) -> str:
+def verify_file(path: Path, expected: str, how_to_get: str, algorithm: str = "sha256") -> str:
     if not path.is_file():
         raise BenchError(f"missing data file {path}; {how_to_get}")
-    got = sha256_file(path)
+    got = sha256_file(path, algorithm)
     if got != expected:
-        raise BenchError(f"corrupt data file {path}: sha256 {got[:12]}… != expected {expected[:12]}…; {how_to_get}")
+        raise BenchError(f"corrupt data file {path}: {algorithm} {got[:12]}… != expected {expected[:12]}…; {how_to_get}")
     return got
 
 

@@ -121,3 +121,29 @@ def block_split(scene: np.ndarray, fractions: dict[str, float], seed: int, rest:
             "dropped": int(np.sum(split_of < 0)),
             "missing": {name: [int(classes[c]) for c in np.flatnonzero(counts[s] == 0)] for s, name in enumerate(names)}}
     return out, info
+
+
+def stratified_holdout(labels: np.ndarray, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out exactly `count` indices of `labels`, spread over the classes in proportion to their sizes
+    (largest remainders first, lowest class first on ties), every class keeping at least one sample in the
+    rest; needs 1 <= count <= len(labels) - number of classes.
+
+    Returns sorted (held out, rest) index arrays; the same (labels, count, seed) always give the same split.
+    """
+    classes, sizes = np.unique(labels, return_counts=True)
+    if not 0 <= count <= len(labels) - len(classes):
+        raise ValueError(f"cannot hold out {count} of {len(labels)} samples and keep one of each of {len(classes)} classes")
+    quota = count * sizes / len(labels)
+    take = np.minimum(np.floor(quota).astype(np.int64), sizes - 1)
+    while take.sum() < count:  # one more to each class furthest below its quota that still has room
+        room = np.flatnonzero(take < sizes - 1)
+        order = room[np.argsort(-(quota[room] - take[room]), kind="stable")]
+        for c in order[:count - take.sum()]:
+            take[c] += 1
+    rng = np.random.default_rng(seed)
+    held, rest = [], []
+    for c, cls in enumerate(classes):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        held.append(idx[:take[c]])
+        rest.append(idx[take[c]:])
+    return np.sort(np.concatenate(held)), np.sort(np.concatenate(rest))
