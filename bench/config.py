@@ -48,6 +48,8 @@ PREPARE_RULES = {  # prepare.<dataset>.<key>: a range check shared by the datase
     "n_test": (lambda v: v >= 1, "an integer >= 1"),
     "noise": (lambda v: 0 <= v < float("inf"), "a finite number >= 0"),
     "patch_size": (lambda v: v >= 1 and v % 2 == 1, "an odd integer >= 1"),
+    "synthetic_test": (lambda v: v >= 1, "an integer >= 1"),
+    "synthetic_seed": (lambda v: 0 <= v < SEED_LIMIT, "an integer in [0, 2**32)"),
 }
 
 
@@ -216,6 +218,15 @@ def validate(params: object) -> dict:
         for key, (ok, allowed) in PREPARE_RULES.items():
             if key in section:
                 require(ok(section[key]), f"prepare.{name}.{key}", allowed, section[key])
+        if "val_size" in section:  # CIFAR: a count of training images held out, every class keeping one for training
+            from bench.data.cifar import VARIANTS
+
+            pool = section["synthetic_train"] if section["source"] == "synthetic" else VARIANTS[name].train_size
+            require(pool > spec.num_classes, f"prepare.{name}.synthetic_train",
+                    f"an integer > {spec.num_classes} (the number of classes)", pool)
+            top = pool - spec.num_classes
+            require(1 <= section["val_size"] <= top, f"prepare.{name}.val_size",
+                    f"an integer in [1, {top}] (the {pool} training images less one per class)", section["val_size"])
         check_subset(section.get("subset"), f"prepare.{name}.subset")
 
     train = params["train"]

@@ -22,7 +22,12 @@ SECTIONS: dict[str, dict[str, str]] = {
         "train_fraction": "share of each class's labelled pixels used for training (Indian Pines); the rest after validation is test",
         "split_seed": "seed of the stratified split (changing it changes which samples are train / validation / test)",
         "subset": "null, or {train: N, val: N, test: N}: a stratified subsample of each split (small profiles)",
-        "source": "where the data comes from: `tensorly` (shipped arrays), `download`, or a folder holding the GIC .mat files",
+        "source": "where the data comes from: `tensorly` (shipped arrays), `download`, or a folder holding the GIC .mat files; "
+                  "CIFAR: `download`, a path to the canonical tarball or its extracted folder, or `synthetic` (a generated stand-in)",
+        "val_size": "training images held out, stratified per class, as the validation split (CIFAR; test = the official 10 000)",
+        "synthetic_train": "training images of the generated stand-in when `source: synthetic` (CIFAR), spread over its data files",
+        "synthetic_test": "test images of the generated stand-in when `source: synthetic` (CIFAR)",
+        "synthetic_seed": "seed of the generated stand-in's class layouts and images when `source: synthetic` (CIFAR)",
         "patch_size": "side of the square patch around each labelled pixel (Indian Pines), in pixels",
         "split": "how labelled pixels are split (Indian Pines): `random` per class, or `blocks` of the scene (spatially disjoint)",
         "block_size": "side of the square scene blocks assigned whole to one split when `split: blocks`, in pixels",
@@ -61,7 +66,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "batch_size": "training batch size",
         "lr": "AdamW peak learning rate (cosine decay over each training phase)",
         "weight_decay": "AdamW decoupled weight decay",
-        "augment": "the dataset's batch augmentation on (Fashion-MNIST: translate + flip; Indian Pines: dihedral)",
+        "augment": "the dataset's batch augmentation on (Fashion-MNIST: translate + flip; Indian Pines: dihedral; CIFAR: crop + flip)",
     },
     "train.<dataset>.model": {
         "name": "registered model (eebench list)",

@@ -1,3 +1,3 @@
 """Importing this module registers every built-in dataset."""
 
-from bench.data import fashion_mnist, indian_pines, tiny  # noqa: F401
+from bench.data import cifar, fashion_mnist, indian_pines, tiny  # noqa: F401

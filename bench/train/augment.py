@@ -30,6 +30,14 @@ def translate_flip(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) ->
     return torch.where(flip.view(n, 1, 1, 1), out.flip(-1), out)
 
 
+@AUGMENTATIONS.register("crop_flip")
+def crop_flip(x: torch.Tensor, gen: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """The CIFAR standard: a random crop of the image's size from the image zero-padded by `padding` pixels on
+    every side (torchvision's RandomCrop(32, padding=4)), then a random horizontal flip; the same operation as a
+    translation by up to `padding` pixels."""
+    return translate_flip(x, gen, max_shift=padding)
+
+
 @AUGMENTATIONS.register("dihedral")
 def dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """One of the 8 symmetries of the square per sample (flips and transposition of a patch)."""
