@@ -48,18 +48,42 @@ def stage_seeds(args, params) -> list[int]:
     return [args.seed] if args.seed is not None else seeds_of(params["grid"], args.method)
 
 
+def stage_models(args, params) -> list[str]:
+    """`--model X` runs one model of the dataset; without it, every model the grid gives the dataset."""
+    from bench.config import models_of
+
+    section_for(params, "train", args.dataset)
+    models = models_of(params, args.dataset)
+    if args.model is not None and args.model not in models:
+        raise BenchError(f"--model {args.model} is not studied on {args.dataset} (its models: {', '.join(models)}); "
+                         f"pass one of them or add it to grid.models.{args.dataset}")
+    return [args.model] if args.model is not None else models
+
+
+def drop_other_runs(stage: Path, models: list[str], seeds: list[int], suffix: str = "") -> None:
+    """In a stage's output folder (<dataset>/<method>), delete what is not a model of the grid (a model dropped
+    from it, runs of the layout before models were a grid axis) and seed<N><suffix> entries no longer in the
+    grid (the folders persist across runs of the stage)."""
+    import shutil
+
+    for folder in sorted(stage.iterdir()) if stage.is_dir() else []:
+        if folder.name not in models:
+            shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+            print(f"removed {folder}: not a model of the grid", flush=True)
+    for model in models:
+        drop_other_seeds(stage / model, seeds, suffix)
+
+
 def cmd_train(args, params) -> None:
     """Train the runs of one (dataset, method) that the plan says are not done; done runs are left untouched
     (not even their checkpoints are read), so their outputs stay byte-identical."""
-    import shutil
-
     from bench.execute import executor_settings, run_all, with_threads
     from bench.io import read_json
     from bench.paths import run_dir
     from bench.plan import MARKER, plan_grid
 
     seeds = stage_seeds(args, params)
-    section_for(params, "train", args.dataset)
+    models = stage_models(args, params)
     from bench.data.base import prepare_fix
     from bench.paths import DATASETS
 
@@ -67,11 +91,11 @@ def cmd_train(args, params) -> None:
         raise BenchError(f"prepared dataset {DATASETS / args.dataset} is missing; {prepare_fix(args.dataset)}")
     settings = executor_settings(params, args.executor, args.workers)  # the seeds through train.executor
     params = with_threads(params, settings)
-    clean_before_writing(*(run_dir(args.dataset, args.method, seed) for seed in seeds))
+    clean_before_writing(*(run_dir(args.dataset, model, args.method, seed) for model in models for seed in seeds))
     elsewhere = []
-    runs = plan_grid(params, Path("."), datasets=[args.dataset], methods=[args.method], seeds=seeds)
+    runs = plan_grid(params, Path("."), datasets=[args.dataset], methods=[args.method], seeds=seeds, models=models)
     for run in runs:
-        where = f"{args.method}/{args.dataset}/s{run.seed}"
+        where = f"{args.method}/{args.dataset}/{run.model}/s{run.seed}"
         if run.state == "done":
             (run.run_dir / MARKER).unlink(missing_ok=True)  # a dead process's marker must not stay in the output
             print(f"up to date: {where} (identity {run.digest[:12]})", flush=True)
@@ -80,25 +104,22 @@ def cmd_train(args, params) -> None:
     crashed = []
     for outcome in run_all(params, runs, Path("."), settings, out=lambda line: print(line, flush=True),
                            verbose=not args.quiet):
-        dataset, method, seed = outcome.key
-        metrics = read_json(run_dir(dataset, method, seed) / "metrics.json") if outcome.ok or \
-            (run_dir(dataset, method, seed) / "metrics.json").is_file() else {}
+        dataset, model, method, seed = outcome.key
+        metrics = read_json(run_dir(dataset, model, method, seed) / "metrics.json") if outcome.ok or \
+            (run_dir(dataset, model, method, seed) / "metrics.json").is_file() else {}
         if metrics.get("status") == "failed":  # recorded; later stages report the run as failed
             continue
         if not outcome.ok:  # no record: a crash, a killed worker, a job that died for good
-            crashed.append(f"s{seed}: {outcome.reason}" + (f" (log {outcome.log})" if outcome.log else ""))
+            crashed.append(f"{model}/s{seed}: {outcome.reason}" + (f" (log {outcome.log})" if outcome.log else ""))
             continue
         accs = " ".join(f"{a:.4f}" for a in metrics["per_exit"]["test"]["accuracy"])
-        print(f"trained {args.method} on {args.dataset} seed {seed}: test acc per exit {accs}; "
+        print(f"trained {args.method} on {args.dataset} with {model} seed {seed}: test acc per exit {accs}; "
               f"{metrics['time']['seconds_per_epoch']:.1f} s/epoch", flush=True)
     if crashed:
         raise BenchError(f"{len(crashed)} run(s) of {args.method}/{args.dataset} crashed: {'; '.join(crashed)}; "
                          "fix the cause and rerun (done runs are kept)")
-    if args.seed is None:  # the stage's output folder holds exactly the grid's seeds (it persists across runs)
-        for stale in run_dir(args.dataset, args.method, 0).parent.glob("seed*"):
-            if stale.name not in {f"seed{s}" for s in seeds}:
-                shutil.rmtree(stale)
-                print(f"removed {stale}: seed no longer in the grid", flush=True)
+    if args.seed is None and args.model is None:  # the stage's output folder holds exactly the grid's runs
+        drop_other_runs(run_dir(args.dataset, models[0], args.method, 0).parents[1], models, seeds)
     if elsewhere:
         raise BenchError(f"{len(elsewhere)} run(s) are being trained by another process: {'; '.join(elsewhere)}; "
                          "wait for them to finish (see `eebench plan`), then rerun")
@@ -111,7 +132,7 @@ def cmd_plan(args, params) -> None:
         section_for(params, "train", name)
     for name in args.method or []:
         section_for(params, "methods", name)
-    runs = plan_grid(params, Path("."), datasets=args.dataset, methods=args.method)
+    runs = plan_grid(params, Path("."), datasets=args.dataset, methods=args.method, models=args.model)
     if args.json:
         print(json.dumps({"runs": [run.as_dict() for run in runs], "counts": counts(runs)}, indent=2))
     else:
@@ -124,37 +145,40 @@ def cmd_evaluate(args, params) -> None:
     from bench.paths import eval_path, run_dir
 
     evaluate = params["evaluate"]
-    seeds = stage_seeds(args, params)
-    clean_before_writing(*(eval_path(args.dataset, args.method, seed).parent for seed in seeds), recursive=False)
-    for seed in seeds:
-        result = evaluate_run(run_dir(args.dataset, args.method, seed), evaluate["policies"], evaluate["thresholds"])
-        write_json(eval_path(args.dataset, args.method, seed), result)
-        print(f"evaluated {args.method} on {args.dataset} seed {seed}: "
-              + (f"{len(result['rows'])} threshold rows" if result["status"] == "ok"
-                 else f"failed run ({result['reason']})"))
-    if args.seed is None:  # the stage's output persists across runs: it holds exactly the grid's seeds
-        drop_other_seeds(eval_path(args.dataset, args.method, 0).parent, seeds, ".json")
+    seeds, models = stage_seeds(args, params), stage_models(args, params)
+    clean_before_writing(*(eval_path(args.dataset, model, args.method, 0).parent for model in models), recursive=False)
+    for model in models:
+        for seed in seeds:
+            result = evaluate_run(run_dir(args.dataset, model, args.method, seed), evaluate["policies"],
+                                  evaluate["thresholds"], model=model)
+            write_json(eval_path(args.dataset, model, args.method, seed), result)
+            print(f"evaluated {args.method} on {args.dataset} with {model} seed {seed}: "
+                  + (f"{len(result['rows'])} threshold rows" if result["status"] == "ok"
+                     else f"failed run ({result['reason']})"))
+    if args.seed is None and args.model is None:  # the stage's output persists: it holds exactly the grid's runs
+        drop_other_runs(eval_path(args.dataset, models[0], args.method, 0).parents[1], models, seeds, ".json")
 
 
 def cmd_tune(args, params) -> None:
     from bench.paths import run_dir, study_dir, tune_dir
     from bench.tune.run import tune_run
 
-    seeds = stage_seeds(args, params)
-    clean_before_writing(*(d(args.dataset, args.method, seed) for seed in seeds for d in (tune_dir, study_dir)))
-    for seed in seeds:
-        result = tune_run(run_dir(args.dataset, args.method, seed), tune_dir(args.dataset, args.method, seed),
-                          params["tune"], seed, study_dir(args.dataset, args.method, seed))
+    seeds, models = stage_seeds(args, params), stage_models(args, params)
+    runs = [(model, seed) for model in models for seed in seeds]
+    clean_before_writing(*(d(args.dataset, model, args.method, seed) for model, seed in runs for d in (tune_dir, study_dir)))
+    for model, seed in runs:
+        key = (args.dataset, model, args.method, seed)
+        result = tune_run(run_dir(*key), tune_dir(*key), params["tune"], seed, study_dir(*key), model=model)
         for row in result["budgets"]:
-            where = f"{args.method}/{args.dataset}/s{seed} budget {row['budget']:.2f} {row['calibrator']:16s}"
+            where = f"{args.method}/{args.dataset}/{model}/s{seed} budget {row['budget']:.2f} {row['calibrator']:16s}"
             if row.get("feasible"):
                 print(f"{where} val acc {row['val']['accuracy']:.4f} cost {row['val']['flops_fraction']:.3f} | "
                       f"test acc {row['test']['accuracy']:.4f} cost {row['test']['flops_fraction']:.3f}")
             else:
                 print(f"{where} infeasible on validation")
-    if args.seed is None:  # the stage's outputs persist across runs: they hold exactly the grid's seeds
+    if args.seed is None and args.model is None:  # the stage's outputs persist: they hold exactly the grid's runs
         for folder in (tune_dir, study_dir):
-            drop_other_seeds(folder(args.dataset, args.method, 0).parent, seeds)
+            drop_other_runs(folder(args.dataset, models[0], args.method, 0).parents[1], models, seeds)
 
 
 def cmd_aggregate(args, params) -> None:
@@ -162,12 +186,12 @@ def cmd_aggregate(args, params) -> None:
     from bench.paths import RESULTS
 
     clean_before_writing(RESULTS, recursive=False)
-    metrics = aggregate(params["grid"], params["analyse"])
-    for dataset, methods in metrics.items():
-        if isinstance(methods, dict):
+    metrics = aggregate(params)
+    for dataset, models in metrics.items():
+        for model, methods in models.items() if isinstance(models, dict) else []:
             for method, m in methods.items():
-                print(f"{dataset:14s} {method:12s} deepest-exit test acc {m['deepest_exit_test_accuracy']:.4f} "
-                      f"({m['seeds']} seeds)")
+                print(f"{dataset:14s} {model:14s} {method:12s} deepest-exit test acc "
+                      f"{m['deepest_exit_test_accuracy']:.4f} ({m['seeds']} seeds)")
 
 
 def cmd_figures(args, params) -> None:
@@ -180,7 +204,7 @@ def cmd_figures(args, params) -> None:
     started = time.perf_counter()
     clean_before_writing(FIGURES)
     clean_before_writing(RESULTS, recursive=False)
-    paths = make_figures(RESULTS, FIGURES, params["analyse"])
+    paths = make_figures(RESULTS, FIGURES, params["analyse"], params)
     for stale in sorted(set(FIGURES.glob("*")) - {Path(p) for p in paths}):  # figures/ persists across runs
         if stale.is_file():
             stale.unlink()
@@ -217,11 +241,12 @@ def cmd_run(args, params) -> None:
         section_for(params, "methods", name)
     settings = executor_settings(params, args.executor, args.workers)
     params = with_threads(params, settings)
-    runs = plan_grid(params, Path("."), datasets=args.dataset, methods=args.method)
+    runs = plan_grid(params, Path("."), datasets=args.dataset, methods=args.method, models=args.model)
     print(f"plan: {len(runs)} runs: " + ", ".join(f"{n} {state}" for state, n in counts(runs).items()), flush=True)
     for run in runs:
         if run.state == "running":
-            print(f"left alone: {run.method}/{run.dataset}/s{run.seed} is being trained ({run.reason})", flush=True)
+            print(f"left alone: {run.method}/{run.dataset}/{run.model}/s{run.seed} is being trained ({run.reason})",
+                  flush=True)
     report(run_all(params, runs, Path("."), settings, out=lambda line: print(line, flush=True)))
 
 
@@ -269,11 +294,12 @@ def section_for(params: dict, section: str, name: str) -> dict:
 
 def cmd_check(args, params) -> None:
     """params.yaml passed validation (main loads it): say so, with the size of the grid it describes."""
-    from bench.config import seeds_of
+    from bench.config import models_of, runs_of
 
     grid = params["grid"]
-    runs = sum(len(seeds_of(grid, m)) for m in grid["methods"]) * len(grid["datasets"])
-    print(f"{args.params} is valid: {len(grid['methods'])} methods x {len(grid['datasets'])} datasets, {runs} runs")
+    settings = sum(len(models_of(params, d)) for d in grid["datasets"])
+    print(f"{args.params} is valid: {len(grid['methods'])} methods x {len(grid['datasets'])} datasets "
+          f"({settings} dataset x model settings), {len(list(runs_of(params)))} runs")
 
 
 def cmd_check_clean(args, params) -> None:
@@ -311,12 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", required=True)
         p.add_argument("--method", required=True)
         p.add_argument("--seed", type=int, default=None, help="one seed (default: every seed the grid gives the method)")
+        p.add_argument("--model", default=None, help="one model (default: every model the grid gives the dataset)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "train":
             add_executor_options(p)
     p = sub.add_parser("plan", help="every run of the grid with its state: done, stale (and why), missing, failed, running")
     p.add_argument("--dataset", action="append", help="only this dataset (repeatable; default: the grid's)")
     p.add_argument("--method", action="append", help="only this method (repeatable; default: the grid's)")
+    p.add_argument("--model", action="append", help="only this model (repeatable; default: each dataset's models)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("aggregate", help="tables and metrics of the whole grid into results/")
     sub.add_parser("figures", help="figures/ and results/REPORT.md from the aggregated tables (no retraining)")
@@ -336,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train every missing, stale or failed run of the grid through an executor")
     p.add_argument("--dataset", action="append", help="only this dataset (repeatable; default: the grid's)")
     p.add_argument("--method", action="append", help="only this method (repeatable; default: the grid's)")
+    p.add_argument("--model", action="append", help="only this model (repeatable; default: each dataset's models)")
     add_executor_options(p)
     sub.add_parser("check", help="validate params.yaml (every section) and exit 2 with one line if it is wrong; "
                                  "`make repro` runs it before `dvc repro` touches any output")

@@ -13,15 +13,17 @@ from bench.data import DATASETS
 from bench.data.splits import SPLIT_KINDS
 from bench.errors import BenchError, choices_error
 from bench.evaluate.policies import POLICIES
-from bench.models import MODELS
+from bench.models import MODELS, check_input_shape
 from bench.train.method import METHODS
+from bench.train import recipe  # the optimiser and schedule plugins of train.<dataset>
 
 SECTIONS = ("grid", "prepare", "train", "methods", "evaluate", "tune", "analyse")
-GRID_DEFAULTS = {"methods": ["joint"], "datasets": ["tiny"], "seeds": [0], "extra_seed_methods": [], "extra_seeds": []}
+GRID_DEFAULTS = {"methods": ["joint"], "datasets": ["tiny"], "seeds": [0], "extra_seed_methods": [], "extra_seeds": [],
+                 "models": {}}  # models: {dataset: [model, ...]}; a dataset not listed uses train.<dataset>.model
 COMMON_DEFAULTS = {"threads": 2, "device": "cpu", "channels_last": True, "grad_stats_every": 50,
-                   "eval_batch_size": 1024, "max_grad_norm": 1.0e4}
+                   "eval_batch_size": 1024, "max_grad_norm": 1.0e4, "determinism": "strict", "precision": "fp32"}
 DATASET_TRAIN_DEFAULTS = {"model": {}, "epochs": 1, "batch_size": 128, "lr": 0.002, "weight_decay": 0.0005,
-                          "augment": True}
+                          "augment": True, "optimizer": {}, "schedule": {}}  # optimizer/schedule: bench/train/recipe.py
 EVALUATE_DEFAULTS = {"policies": ["max_softmax"], "thresholds": [0.5]}
 TUNE_DEFAULTS = {"policy": "method", "budgets": [0.5], "trials": 200, "seed": 0, "storage": "sqlite",
                  "pareto_budgets": 20, "reference_policies": ["max_softmax"], "risk_epsilons": [0.05], "risk_delta": 0.1, "risk_grid": 101,
@@ -33,6 +35,8 @@ FIGURE_DEFAULTS = {"pareto": "all", "per_exit_accuracy": "all", "grad_norm": "cl
                    "calibration": "claims"}
 ANALYSE_DEFAULTS = {"reference": "branchynet", "alpha": 0.05, "claims": None, "figures": FIGURE_DEFAULTS}
 DEVICES = ("cpu", "cuda", "auto")
+DETERMINISM = ("strict", "warn", "off")  # bench/train/engine.py set_determinism
+PRECISIONS = ("fp32", "bf16")
 # how `eebench run`/`train`/`study` execute runs (bench/execute/); not part of any run's identity
 SLURM_DEFAULTS = {"partition": None, "time_min": 60, "cpus_per_task": None, "gpus_per_node": 0, "mem_gb": None,
                   "additional_parameters": {}, "array_parallelism": 64, "max_retries": 2}
@@ -75,10 +79,13 @@ def check_subset(subset: object, where: str) -> None:
         require(is_int(size) and size >= 1, f"{where}.{split}", "an integer >= 1", size)
 
 
-def check_model(dataset: str, model: dict) -> int:
-    """Build the model once (1 input channel, 2 classes) so that widths [], [0, …] and the like fail here, not
-    in training; returns its number of exits."""
+def check_model(dataset: str, model: dict, sample_shape: tuple | None = None) -> int:
+    """Check the model is registered for the dataset's sample shape (when given), then build it once (1 input
+    channel, 2 classes) so that widths [], [0, …] and the like fail here, not in training; returns its number
+    of exits."""
     where = f"train.{dataset}.model"
+    if sample_shape is not None:
+        check_input_shape(model["name"], sample_shape, f"{where}.name")
     for key, value in model.items():
         if key == "name":
             continue
@@ -110,6 +117,110 @@ def check_method_params(resolved: dict, num_exits: dict[str, int]) -> None:
 def seeds_of(grid: dict, method: str) -> list[int]:
     """The seeds one method runs: grid.seeds, plus grid.extra_seeds when it is one of grid.extra_seed_methods."""
     return [*grid["seeds"], *(grid["extra_seeds"] if method in grid["extra_seed_methods"] else [])]
+
+
+def check_grid_models(models: dict) -> None:
+    """grid.models: {dataset: [model, ...]}, each a registered dataset with a non-empty list of distinct
+    registered models (entries for datasets outside grid.datasets are allowed and unused, as train sections are)."""
+    for dataset, names in models.items():
+        DATASETS.get(dataset, where="grid.models")
+        require(isinstance(names, list) and len(names) > 0 and all(isinstance(n, str) for n in names),
+                f"grid.models.{dataset}", "a non-empty list of model names, e.g. [tiny_cnn, tiny_mlp]", names)
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise BenchError(f"grid.models.{dataset} lists {', '.join(twice)} twice; list each model once")
+        for name in names:
+            MODELS.get(name, where=f"grid.models.{dataset}")
+
+
+def split_model_overrides(train: dict) -> tuple[dict, dict]:
+    """train.<dataset>.models (per-model overrides) taken out of the train section: (the section without them,
+    {dataset: overrides}); the rest of the section is validated as before, the overrides by check_settings."""
+    if not isinstance(train, dict):
+        return train, {}
+    overrides = {name: given["models"] for name, given in train.items() if isinstance(given, dict) and "models" in given}
+    return {name: ({k: v for k, v in given.items() if k != "models"} if name in overrides else given)
+            for name, given in train.items()}, overrides
+
+
+def models_of(params: dict, dataset: str) -> list[str]:
+    """The models a dataset is studied with: grid.models.<dataset>, else its train.<dataset>.model alone."""
+    listed = params.get("grid", {}).get("models", {}).get(dataset)
+    return list(listed) if listed else [params["train"][dataset]["model"]["name"]]
+
+
+def setting(params: dict, dataset: str, model: str | None = None) -> dict:
+    """The training setting of (dataset, model) of validated params, shaped like a train.<dataset> section with
+    `model: {name, ...}`: train.<dataset> itself (without `models`) for its own model, else the validated merge
+    of train.<dataset>.models.<model> over it (`merge_setting`). Every caller (training, the plan, run
+    identities, cost tables, the report) resolves settings here; model None: the dataset's first model."""
+    section = params["train"][dataset]
+    model = model or models_of(params, dataset)[0]
+    resolved = (section.get("models") or {}).get(model)
+    if resolved is not None:  # completed by check_settings
+        return dict(resolved)
+    if section["model"]["name"] != model:
+        raise BenchError(f"{model} is not a model of train.{dataset} (its models: "
+                         f"{', '.join(models_of(params, dataset))}); add it to grid.models.{dataset}")
+    return {key: value for key, value in section.items() if key != "models"}
+
+
+def merge_setting(base: dict, model: str, override: dict) -> dict:
+    """train.<dataset> (`base`, without `models`) with a per-model override merged over it: the override's keys
+    replace the base's, and the model section is {name: model, ...} with base.model's arguments when it names
+    this model (else none: the constructor's defaults apply) and the override's `model` arguments on top."""
+    arguments = {k: v for k, v in base["model"].items() if k != "name"} if base["model"].get("name") == model else {}
+    return {**base, **{k: v for k, v in override.items() if k != "model"},
+            "model": {"name": model, **arguments, **(override.get("model") or {})}}
+
+
+def check_settings(params: dict, resolved: dict, overrides: dict) -> None:
+    """Validate train.<dataset>.models (only models of grid.models.<dataset>, each a mapping of train.<dataset>
+    keys) and every (dataset, model) setting other than a dataset's own section with the very checks of a
+    train.<dataset> section (`validate` on that setting alone), errors naming train.<dataset>.models.<model>.
+    The validated settings are kept, complete, under resolved train.<dataset>.models.<model> (for `setting`)."""
+    for dataset, given in overrides.items():
+        if dataset not in resolved["train"]:
+            continue  # not a dataset section: validation of train has already said so
+        where = f"train.{dataset}.models"
+        if not isinstance(given, dict):
+            raise BenchError(f"{where} must be a mapping {{model: {{key: value}}}}, got {given!r}")
+        allowed = models_of(resolved, dataset)
+        for model, override in given.items():
+            if model not in allowed:
+                raise BenchError(f"{where}.{model} overrides a model that is not studied on {dataset} (its models: "
+                                 f"{', '.join(allowed)}); add it to grid.models.{dataset} or remove the override")
+            if override is not None and not isinstance(override, dict):
+                raise BenchError(f"{where}.{model} must be a mapping of train.{dataset} keys, got {override!r}")
+    datasets = dict.fromkeys([*resolved["grid"]["datasets"], *overrides, *resolved["grid"]["models"]])
+    for dataset in [d for d in datasets if d in resolved["train"]]:
+        base = {k: v for k, v in resolved["train"][dataset].items() if k != "models"}
+        settings = {}
+        for model in models_of(resolved, dataset):
+            override = (overrides.get(dataset) or {}).get(model)
+            if override is None and model == base["model"]["name"]:
+                continue  # the dataset's own section, validated as it is
+            raw = merge_setting(base, model, override or {})
+            single = {**params, "grid": {**params["grid"], "datasets": [dataset], "models": {}},
+                      "train": {**split_model_overrides(params["train"])[0], dataset: raw}}
+            try:
+                settings[model] = validate(single)["train"][dataset]
+            except BenchError as exc:
+                message = str(exc)
+                if f"train.{dataset}." not in message:  # a method's own check: say which setting it failed on
+                    message += f" (with model {model} on {dataset}, train.{dataset}.models.{model})"
+                raise BenchError(message.replace(f"train.{dataset}.", f"train.{dataset}.models.{model}.")) from None
+        if settings:
+            resolved["train"][dataset]["models"] = settings
+
+
+def runs_of(params: dict):
+    """Every (dataset, model, method, seed) of validated params' grid."""
+    for dataset in params["grid"]["datasets"]:
+        for model in models_of(params, dataset):
+            for method in params["grid"]["methods"]:
+                for seed in seeds_of(params["grid"], method):
+                    yield dataset, model, method, seed
 
 
 def require(ok: bool, where: str, allowed: str, value: object) -> None:
@@ -193,6 +304,7 @@ def validate(params: object) -> dict:
             "grid.extra_seeds", "distinct integers not already in grid.seeds", grid["extra_seeds"])
     check_seeds(grid["seeds"], "grid.seeds")
     check_seeds(grid["extra_seeds"], "grid.extra_seeds")
+    check_grid_models(grid["models"])
 
     resolved = {"grid": grid, "prepare": {}, "train": {}, "methods": {}}
     num_exits: dict[str, int] = {}  # of each dataset's model, for constructing the methods
@@ -229,9 +341,12 @@ def validate(params: object) -> dict:
                     f"an integer in [1, {top}] (the {pool} training images less one per class)", section["val_size"])
         check_subset(section.get("subset"), f"prepare.{name}.subset")
 
-    train = params["train"]
+    train, model_overrides = split_model_overrides(params["train"])
     resolved["train"]["common"] = common = check_section(COMMON_DEFAULTS, train.get("common"), "train.common")
     require(common["device"] in DEVICES, "train.common.device", " | ".join(DEVICES), common["device"])
+    require(common["determinism"] in DETERMINISM, "train.common.determinism", " | ".join(DETERMINISM),
+            common["determinism"])
+    require(common["precision"] in PRECISIONS, "train.common.precision", " | ".join(PRECISIONS), common["precision"])
     require(common["threads"] >= 1, "train.common.threads", "an integer >= 1", common["threads"])
     require(common["max_grad_norm"] > 0, "train.common.max_grad_norm", "a number > 0", common["max_grad_norm"])
     require(common["grad_stats_every"] >= 1, "train.common.grad_stats_every", "an integer >= 1", common["grad_stats_every"])
@@ -247,11 +362,14 @@ def validate(params: object) -> dict:
         model_params = check_section(model_defaults(model["name"]), {k: v for k, v in model.items() if k != "name"},
                                      f"train.{name}.model")
         section["model"] = {"name": model["name"], **model_params}
-        num_exits[name] = check_model(name, section["model"])
+        spec = DATASETS.get(name)
+        num_exits[name] = check_model(name, section["model"],
+                                      spec.input_shape(resolved["prepare"].get(name) or spec.prepare_defaults))
         for key in ("epochs", "batch_size"):
             require(section[key] >= 1, f"train.{name}.{key}", "an integer >= 1", section[key])
         require(section["lr"] > 0, f"train.{name}.lr", "a number > 0", section["lr"])
         require(section["weight_decay"] >= 0, f"train.{name}.weight_decay", "a number >= 0", section["weight_decay"])
+        section["optimizer"], section["schedule"] = recipe.resolve(section, f"train.{name}")
         resolved["train"][name] = section
 
     for name, given in params["methods"].items():
@@ -305,6 +423,7 @@ def validate(params: object) -> dict:
     for name in grid["methods"]:  # a method without a section runs with its defaults (`eebench study` writes `{}`
         if name not in resolved["methods"]:  # for DVC, which tracks methods.<name> per stage)
             resolved["methods"][name] = check_section(METHODS.get(name).defaults, None, f"methods.{name}")
+    check_settings(params, resolved, model_overrides)
     check_method_params(resolved, num_exits)
     return resolved
 

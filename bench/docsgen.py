@@ -171,14 +171,17 @@ def cost_tables() -> str:
 # ---------------------------------------------------------------------------------------------- results
 
 def headline_table(results: Path | None = None) -> str:
-    """Per dataset × method: deepest-exit test accuracy and test accuracy at the middle tuned budget
-    (mean [95 % interval] over seeds), from results/summary_exits.csv and results/summary_budgets.csv."""
-    import pandas as pd
+    """Per dataset × model × method: deepest-exit test accuracy and test accuracy at the middle tuned budget
+    (mean [95 % interval] over seeds), from results/summary_exits.csv and results/summary_budgets.csv (tables
+    without a `model` column: each dataset's model from params.yaml, bench/analyse/tables.py)."""
+    from bench.analyse.tables import label, read_table
 
     results = results or ROOT / "results"
-    exits = pd.read_csv(results / "summary_exits.csv")
-    budgets = pd.read_csv(results / "summary_budgets.csv")
-    exits = exits[exits.metric == "test_accuracy"]
+    params = default_params() if results == ROOT / "results" else None
+    exits = read_table(results, "summary_exits", params)
+    budgets = read_table(results, "summary_budgets", params)
+    exits = exits[exits.metric == "test_accuracy"].assign(dataset=lambda f: [label(d, m) for d, m in zip(f.dataset, f.model)])
+    budgets = budgets.assign(dataset=[label(d, m) for d, m in zip(budgets.dataset, budgets.model)])
     deepest = exits[exits.exit == exits.groupby(["dataset", "method"]).exit.transform("max")]
     levels = sorted(budgets.budget.unique())
     middle = levels[len(levels) // 2]

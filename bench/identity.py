@@ -1,5 +1,5 @@
-"""A run's exact identity: what it trains (dataset, method, seed), how (train.common, train.<dataset> with its
-model, methods.<method>), on which data (the data checksum and the whole prepared manifest) and with which code
+"""A run's exact identity: what it trains (dataset, model, method, seed), how (train.common, the setting of
+(dataset, model): train.<dataset> with its model and train.<dataset>.models.<model> merged in, methods.<method>), on which data (the data checksum and the whole prepared manifest) and with which code
 (every file that shapes its weights: the method's module and each module of the same source tree it imports,
 transitively, plus the engine's and the models' closures). Derived by parsing imports, never a hand list.
 
@@ -232,22 +232,29 @@ def compose(components: dict, known: dict | None = None) -> dict:
     return {"digest": sha256_json(hashes), "hashes": hashes, "components": components}
 
 
-def run_identity(params: dict, dataset: str, method: str, seed: int, root: Path = Path("."),
+def run_identity(params: dict, dataset: str, model: str, method: str, seed: int, root: Path = Path("."),
                  code: dict | None = None, data: dict | None | bool = False) -> dict:
     """The identity of one run of validated `params`. `code`/`data` may be passed in when computed once for
     many runs (the planner); otherwise they are derived here."""
+    from bench.config import setting
+
     if code is None:
         code = code_identity(method_module(method), dataset_module(dataset))
     if data is False:
         data = data_identity(dataset, root)
     return compose({
-        "run": {"dataset": dataset, "method": method, "seed": seed},
+        "run": run_key(dataset, model, method, seed),
         "common": params["train"]["common"],
-        "recipe": params["train"][dataset],
+        "recipe": setting(params, dataset, model),
         "params": params["methods"][method],
         "data": data,
         "code": code,
     })
+
+
+def run_key(dataset: str, model: str, method: str, seed: int) -> dict:
+    """The identity's `run` component: what the run is (its folder is named by the same four)."""
+    return {"dataset": dataset, "model": model, "method": method, "seed": seed}
 
 
 def why_different(recorded: dict | None, current: dict, dataset: str, method: str, limit: int = 3) -> str:
@@ -282,4 +289,4 @@ def code_changes(old: dict | None, new: dict, limit: int) -> str:
     return "code " + ", ".join(shown) if shown else "code changed"
 
 
-__all__ = ["code_closure", "code_identity", "data_identity", "run_identity", "why_different", "compose"]
+__all__ = ["code_closure", "code_identity", "data_identity", "run_identity", "run_key", "why_different", "compose"]

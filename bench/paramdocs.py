@@ -16,6 +16,8 @@ SECTIONS: dict[str, dict[str, str]] = {
         "seeds": "seeds every method runs with (one run per dataset × method × seed)",
         "extra_seed_methods": "methods that also run `extra_seeds` (e.g. the ones a claims table compares)",
         "extra_seeds": "additional seeds for `extra_seed_methods` (distinct from `seeds`)",
+        "models": "{dataset: [model, ...]}: the models each dataset is studied with (one run per dataset × model × "
+                  "method × seed); a dataset not listed uses its `train.<dataset>.model` alone",
     },
     "prepare.<dataset>": {
         "val_fraction": "share of the training data (per class) held out as the validation split that tunes thresholds",
@@ -38,7 +40,9 @@ SECTIONS: dict[str, dict[str, str]] = {
     },
     "train.common": {
         "threads": "torch threads per training process (results are bit-identical only at equal thread counts)",
-        "device": "cpu | cuda | auto (auto = cuda when available); CUDA has not been run by this project",
+        "device": "cpu | cuda | auto (auto = cuda when available); the prepared data is held on it (docs/gpu.md)",
+        "determinism": "strict (every kernel deterministic, else an error) | warn (record ops without one) | off",
+        "precision": "fp32 | bf16 (bf16 autocast of forward and loss; recorded with the run)",
         "channels_last": "channels-last memory format for convolutions (1.3-1.6x faster on CPU, same results per setting)",
         "grad_stats_every": "optimiser steps between two per-exit gradient measurements (grad_stats.csv)",
         "eval_batch_size": "batch size of the final predictions on validation and test (no effect on results)",
@@ -62,11 +66,28 @@ SECTIONS: dict[str, dict[str, str]] = {
     },
     "train.<dataset>": {
         "model": "the backbone: `name` (a registered model) and its constructor arguments (see the model's table)",
+        "models": "{model: {key: value}}: per-model settings of the models in `grid.models.<dataset>`, merged over this "
+                  "section (`model: {...}` gives that model's constructor arguments; other keys override the recipe)",
         "epochs": "training epochs of every run on this dataset (methods with phases split them)",
         "batch_size": "training batch size",
-        "lr": "AdamW peak learning rate (cosine decay over each training phase)",
-        "weight_decay": "AdamW decoupled weight decay",
+        "lr": "peak learning rate of the optimiser, scaled by the schedule over each training phase",
+        "weight_decay": "weight decay (AdamW: decoupled; SGD: L2 added to the gradient)",
+        "optimizer": "the optimiser: `name` (adamw | sgd) and its own settings (section below)",
+        "schedule": "the learning-rate schedule of each phase: `name` (cosine | multistep | constant), warm-up (below)",
         "augment": "the dataset's batch augmentation on (Fashion-MNIST: translate + flip; Indian Pines: dihedral; CIFAR: crop + flip)",
+    },
+    "train.<dataset>.optimizer": {
+        "name": "adamw (torch.optim.AdamW) | sgd (torch.optim.SGD)",
+        "betas": "(adamw) the moment decay rates β1, β2",
+        "eps": "(adamw) the denominator term ε",
+        "momentum": "(sgd) momentum",
+        "nesterov": "(sgd) Nesterov momentum (needs momentum > 0)",
+    },
+    "train.<dataset>.schedule": {
+        "name": "cosine (to 0 over the phase) | multistep (× gamma at each milestone) | constant",
+        "warmup_epochs": "epochs of linear warm-up starting each phase (lr × (t+1)/W at step t < W), then the schedule",
+        "milestones": "(multistep) epochs, counted from the start of each phase, at which the lr is multiplied by gamma",
+        "gamma": "(multistep) the factor applied at each milestone",
     },
     "train.<dataset>.model": {
         "name": "registered model (eebench list)",

@@ -11,9 +11,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.config import seeds_of
+from bench.config import models_of, seeds_of, setting
 from bench.identity import (COMPONENTS, code_identity, compose, data_identity, dataset_module, method_module,
-                            sha256_json, why_different)
+                            run_key, sha256_json, why_different)
 from bench.paths import run_dir
 
 STATES = ("done", "stale", "missing", "failed", "running")
@@ -23,6 +23,7 @@ MARKER = "RUNNING.json"
 @dataclass(frozen=True)
 class PlannedRun:
     dataset: str
+    model: str
     method: str
     seed: int
     state: str
@@ -86,32 +87,35 @@ def run_state(folder: Path, identity: dict, dataset: str, method: str) -> tuple[
 
 
 def plan_grid(params: dict, root: Path = Path("."), datasets: list[str] | None = None,
-              methods: list[str] | None = None, seeds: list[int] | None = None) -> list[PlannedRun]:
-    """Every run of validated `params`' grid (or of the given datasets / methods / seeds instead of the grid's)
-    with its state. Each (method, dataset) code closure is hashed once, each dataset's manifest read once."""
+              methods: list[str] | None = None, seeds: list[int] | None = None,
+              models: list[str] | None = None) -> list[PlannedRun]:
+    """Every run of validated `params`' grid (or of the given datasets / methods / seeds / models instead of the
+    grid's; a model filter keeps each dataset's models among them) with its state. Each (method, dataset) code
+    closure is hashed once, each dataset's manifest read once, each (dataset, model) setting hashed once."""
     grid = params["grid"]
     runs = []
     codes: dict[tuple[str, str], tuple[dict, str]] = {}
     closures: dict[str, list[Path]] = {}
     for dataset in datasets or grid["datasets"]:
         data = data_identity(dataset, root)
-        shared = {"common": params["train"]["common"], "recipe": params["train"][dataset], "data": data}
-        shared_hashes = {name: sha256_json(value) for name, value in shared.items()}
-        for method in methods or grid["methods"]:
-            modules = (method_module(method), dataset_module(dataset))
-            if modules not in codes:
-                code = code_identity(*modules, closures=closures)
-                codes[modules] = code, sha256_json(code)
-            code, code_hash = codes[modules]
-            method_params = params["methods"][method]
-            known = {**shared_hashes, "params": sha256_json(method_params), "code": code_hash}
-            for seed in seeds if seeds is not None else seeds_of(grid, method):
-                components = {"run": {"dataset": dataset, "method": method, "seed": seed}, **shared,
-                              "params": method_params, "code": code}
-                identity = compose(components, known)
-                folder = root / run_dir(dataset, method, seed)
-                state, reason = run_state(folder, identity, dataset, method)
-                runs.append(PlannedRun(dataset, method, seed, state, reason, folder, identity["digest"]))
+        for model in [m for m in models_of(params, dataset) if models is None or m in models]:
+            shared = {"common": params["train"]["common"], "recipe": setting(params, dataset, model), "data": data}
+            shared_hashes = {name: sha256_json(value) for name, value in shared.items()}
+            for method in methods or grid["methods"]:
+                modules = (method_module(method), dataset_module(dataset))
+                if modules not in codes:
+                    code = code_identity(*modules, closures=closures)
+                    codes[modules] = code, sha256_json(code)
+                code, code_hash = codes[modules]
+                method_params = params["methods"][method]
+                known = {**shared_hashes, "params": sha256_json(method_params), "code": code_hash}
+                for seed in seeds if seeds is not None else seeds_of(grid, method):
+                    components = {"run": run_key(dataset, model, method, seed), **shared, "params": method_params,
+                                  "code": code}
+                    identity = compose(components, known)
+                    folder = root / run_dir(dataset, model, method, seed)
+                    state, reason = run_state(folder, identity, dataset, method)
+                    runs.append(PlannedRun(dataset, model, method, seed, state, reason, folder, identity["digest"]))
     return runs
 
 
@@ -120,10 +124,10 @@ def counts(runs: list[PlannedRun]) -> dict[str, int]:
 
 
 def format_plan(runs: list[PlannedRun]) -> str:
-    header = ("dataset", "method", "seed", "state", "reason")
-    rows = [(r.dataset, r.method, str(r.seed), r.state, r.reason) for r in runs]
-    widths = [max(len(row[k]) for row in [header, *rows]) for k in range(4)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in [header, *rows]]
+    header = ("dataset", "model", "method", "seed", "state", "reason")
+    rows = [(r.dataset, r.model, r.method, str(r.seed), r.state, r.reason) for r in runs]
+    widths = [max(len(row[k]) for row in [header, *rows]) for k in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5] for row in [header, *rows]]
     total = counts(runs)
     lines.append(f"{len(runs)} runs: " + ", ".join(f"{n} {state}" for state, n in total.items()))
     return "\n".join(line.rstrip() for line in lines)

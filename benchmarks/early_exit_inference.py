@@ -32,13 +32,15 @@ from bench.io import read_json
 from bench.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_RUN = ROOT / "results" / "runs" / "fashion_mnist" / "branchynet" / "seed0"
+RUNS = ROOT / "results" / "runs" / "fashion_mnist" / "branchynet"
+DEFAULT_RUN = next((p for p in (RUNS / "fmnist_cnn" / "seed0", RUNS / "seed0") if p.is_dir()), RUNS / "fmnist_cnn" / "seed0")
 
 
 def load_run(run_dir: Path):
     metrics = read_json(run_dir / "metrics.json")
     settings = metrics["settings"]["dataset"]["model"]
-    data = load_prepared(metrics["run"]["dataset"], run_dir.parents[4] / "datasets")  # <study>/results/runs/d/m/s
+    study = next(p for p in run_dir.resolve().parents if p.name == "results").parent  # <study>/results/runs/d/m/model/s
+    data = load_prepared(metrics["run"]["dataset"], study / "datasets")
     test = data.splits["test"]
     model = build_model(settings["name"], test.batch(torch.arange(1)).shape[1], data.num_classes,
                         {k: v for k, v in settings.items() if k != "name"})

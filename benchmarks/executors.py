@@ -101,7 +101,8 @@ def main() -> None:
             return
         to_start, to_visible = [], []
         for outcome in outcomes:
-            label = f"{outcome.key[1]}/{outcome.key[0]}/s{outcome.key[2]}"
+            dataset, model, method, seed = outcome.key
+            label = f"{method}/{dataset}/{model}/s{seed}"
             seen = next(t for t, s in lines if f"done {label}" in s)
             to_start.append(outcome.metrics["started"] - submitted)
             to_visible.append(seen - outcome.metrics["finished"])

@@ -101,6 +101,7 @@ def study_params(template: dict) -> dict:
 
 def fabricate(root: Path, params: dict, record: dict) -> dict[str, int]:
     """One metrics.json per run with the identity the run has now; then spoil some runs on purpose."""
+    from bench.config import models_of
     from bench.identity import code_identity, data_identity, dataset_module, method_module, run_identity
     from bench.io import write_json
     from bench.paths import run_dir
@@ -113,19 +114,21 @@ def fabricate(root: Path, params: dict, record: dict) -> dict[str, int]:
         for method in params["grid"]["methods"]:
             key = (method_module(method), dataset_module(dataset))
             code = codes[key] if key in codes else codes.setdefault(key, code_identity(*key, closures=closures))
-            for seed in params["grid"]["seeds"]:
-                identity = run_identity(params, dataset, method, seed, root, code=code, data=data)
-                folder = root / run_dir(dataset, method, seed)
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / "metrics.json").write_text(json.dumps(
-                    {**record, "run": {"dataset": dataset, "method": method, "seed": seed}, "identity": identity},
-                    indent=2, sort_keys=True))
+            for model in models_of(params, dataset):
+                for seed in params["grid"]["seeds"]:
+                    identity = run_identity(params, dataset, model, method, seed, root, code=code, data=data)
+                    folder = root / run_dir(dataset, model, method, seed)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / "metrics.json").write_text(json.dumps(
+                        {**record, "run": identity["components"]["run"], "identity": identity}, indent=2,
+                        sort_keys=True))
     for m in range(4):  # params changed after training: stale
         params["methods"][f"m{m:02d}c0"]["weight"] = 9.0
     for dataset in params["grid"]["datasets"]:
-        (root / run_dir(dataset, "m10c1", 4) / "metrics.json").unlink()  # missing
-        write_json(root / run_dir(dataset, "m11c1", 3) / "metrics.json", {"status": "failed", "reason": "diverged"})
-        write_json(root / run_dir(dataset, "m12c1", 2) / MARKER, {"pid": os.getpid(), "host": platform.node(),
+        model = models_of(params, dataset)[0]
+        (root / run_dir(dataset, model, "m10c1", 4) / "metrics.json").unlink()  # missing
+        write_json(root / run_dir(dataset, model, "m11c1", 3) / "metrics.json", {"status": "failed", "reason": "diverged"})
+        write_json(root / run_dir(dataset, model, "m12c1", 2) / MARKER, {"pid": os.getpid(), "host": platform.node(),
                                                                   "started": "now", "executor": "local", "job_id": None})
     return {"runs": DATASETS * MODULES * CONFIGS * SEEDS}
 
@@ -138,7 +141,7 @@ def real_record(root: Path, params: dict) -> dict:
     for argv in (["prepare", "--dataset", "tiny"], ["train", "--dataset", "tiny", "--method", "joint", "--seed", "0",
                                                      "--quiet"]):
         subprocess.run([sys.executable, "-m", "bench.cli", *argv], cwd=root, env=env, check=True, capture_output=True)
-    return json.loads((root / "results/runs/tiny/joint/seed0/metrics.json").read_text())
+    return json.loads((root / "results/runs/tiny/joint/tiny_cnn/seed0/metrics.json").read_text())
 
 
 def main() -> None:
@@ -168,7 +171,7 @@ def main() -> None:
         total = fabricate(root, params, {k: v for k, v in record.items() if k not in ("run", "identity")})["runs"]
         fabricated = time.perf_counter() - started
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        size = statistics.median((root / "results/runs/pd0" / m / "seed0/metrics.json").stat().st_size
+        size = statistics.median(next((root / "results/runs/pd0" / m).glob("*/seed0/metrics.json")).stat().st_size
                                  for m in params["grid"]["methods"][:20])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
         inner = ("import time, sys, planbench; from bench.config import load_params; from bench.plan import plan_grid, "

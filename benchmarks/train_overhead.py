@@ -7,7 +7,12 @@ C. the engine with gradient statistics every 50 steps (the default).
 Runs are interleaved A/B/C, A/B/C, … and the medians compared. Each engine run also validates once per
 epoch on a small validation split and writes its outputs, as it does in the pipeline.
 
-    python benchmarks/train_overhead.py [--repeats 5] [--train 27000] [--epochs 2]
+Then the same comparison on `resnet18_scan` at reduced width on a few hundred random 3×32×32 images for a
+few steps, on the CPU: a hand-written loop vs the engine's parts (benchmarks/gpu_train.py, training steps
+only; both loops are seeded alike and the script checks that they end with identical weights).
+
+    python benchmarks/train_overhead.py [--repeats 5] [--train 27000] [--epochs 2] [--parts fmnist,resnet]
+                                        [--resnet-images 256] [--resnet-width 16] [--resnet-batch 64]
 """
 
 from __future__ import annotations
@@ -64,12 +69,44 @@ def engine(data, settings, common, seed, out: Path) -> float:
     return train_run(spec, data, out, identity, progress=False)["time"]["train_seconds"]
 
 
+def resnet(args) -> None:
+    """Engine vs hand loop on resnet18_scan (reduced width, CIFAR-shaped random images, CPU), side by side."""
+    from gpu_train import MODEL, side_by_side  # benchmarks/gpu_train.py, next to this script
+
+    torch.set_num_threads(2)
+    setup = argparse.Namespace(images=args.resnet_images, batch=args.resnet_batch, epochs=args.epochs,
+                               width=args.resnet_width, repeats=args.repeats, device="cpu", precision="fp32",
+                               determinism="strict")
+    result = side_by_side(setup)
+    steps = args.epochs * -(-args.resnet_images // args.resnet_batch)
+    print(f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; {MODEL} width "
+          f"{args.resnet_width}, {args.resnet_images} random 3×32×32 images, batch {args.resnet_batch}, {steps} steps, "
+          f"{args.repeats} interleaved repeats")
+    median = {name: statistics.median(values) for name, values in result["times"].items()}
+    for name, values in result["times"].items():
+        print(f"{name:24s} median {median[name]:7.2f} s   runs: " + ", ".join(f"{v:.2f}" for v in values))
+    print(f"engine overhead vs hand loop ({MODEL}): {100 * (median['engine'] / median['hand loop'] - 1):+.1f} % "
+          f"(target ≤ 5 %; training steps only); identical final weights in {sum(result['same_weights'])}/"
+          f"{len(result['same_weights'])} repeats")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--train", type=int, default=27000)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--parts", default="fmnist,resnet", help="which comparisons: fmnist, resnet or both")
+    parser.add_argument("--resnet-images", type=int, default=256)
+    parser.add_argument("--resnet-width", type=int, default=16)
+    parser.add_argument("--resnet-batch", type=int, default=64)
     args = parser.parse_args()
+    if "fmnist" in args.parts.split(","):
+        fmnist(args)
+    if "resnet" in args.parts.split(","):
+        resnet(args)
+
+
+def fmnist(args) -> None:
     params = validate(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), {
         "grid": {"datasets": ["fashion_mnist"], "methods": ["joint", "branchynet"], "extra_seed_methods": []},
         "prepare": {"fashion_mnist": {"subset": {"train": args.train, "val": 256, "test": 256}}},

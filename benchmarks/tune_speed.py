@@ -1,7 +1,7 @@
 """Tuning speed: 200 Optuna trials for one (run, budget) and the exact single-threshold sweep, on cached
 logits of a real run (or synthetic logits of the same shape), measured side by side in one process.
 
-    python benchmarks/tune_speed.py [results/runs/fashion_mnist/branchynet/seed0]
+    python benchmarks/tune_speed.py [results/runs/fashion_mnist/branchynet/fmnist_cnn/seed0]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import copy
 import numpy as np
 import pytest
 
-from bench.analyse.costs import COSTS_END, COSTS_START, SAMPLE_SHAPES, cost_rows, cost_table, current_block, replace_block
+from bench.analyse.costs import COSTS_END, COSTS_START, cost_rows, cost_table, current_block, replace_block, sample_shape
 from bench.cli import main
 from bench.config import load_params, validate
 from bench.data import DATASETS
@@ -60,7 +60,7 @@ def test_tiny_costs_match_a_hook_count(params, rows):
 def test_parameters_are_cumulative_and_end_at_the_whole_model(params, rows):
     for name, found in rows.items():
         settings = params["train"][name]["model"]
-        shape = SAMPLE_SHAPES[name](params["prepare"][name])
+        shape = sample_shape(name, params["prepare"][name])
         model = build_model(settings["name"], shape[0], DATASETS.get(name).num_classes,
                             {k: v for k, v in settings.items() if k != "name"})
         counts = [r["params"] for r in found]
@@ -70,10 +70,13 @@ def test_parameters_are_cumulative_and_end_at_the_whole_model(params, rows):
 def test_sample_shapes_cover_every_dataset_and_match_prepared_data(tmp_path, params):
     from bench.data import load_prepared, prepare_dataset
 
-    assert set(SAMPLE_SHAPES) == set(DATASETS.names())
+    for name in DATASETS.names():  # every dataset states its samples' shape (the registry's input_shape)
+        shape = sample_shape(name, DATASETS.get(name).prepare_defaults)
+        assert len(shape) == 3 and all(isinstance(d, int) and d >= 1 for d in shape), (name, shape)
+    assert sample_shape("indian_pines", {"patch_size": 9}) == (200, 9, 9)
     prepare_dataset("tiny", params["prepare"]["tiny"], tmp_path)
     batch = load_prepared("tiny", tmp_path).splits["train"].batch(np.arange(2))
-    assert tuple(batch.shape[1:]) == SAMPLE_SHAPES["tiny"](params["prepare"]["tiny"])
+    assert tuple(batch.shape[1:]) == sample_shape("tiny", params["prepare"]["tiny"])
 
 
 def test_a_changed_model_changes_the_table(real_params):

@@ -43,6 +43,12 @@ def test_every_params_key_has_a_one_line_meaning_and_none_is_stale():
     generic = {(paramdocs.section_name(s.split("."), set(DATASETS.names())), k) for s, k in existing}
     generic |= {("prepare.<dataset>", k) for d in DATASETS.names() for k in DATASETS.get(d).prepare_defaults}
     generic |= {("train.<dataset>.model", k) for m in MODELS.names() for k in [*model_defaults(m), "name"]}
+    generic.add(("train.<dataset>", "models"))  # optional per-model settings, split off before validation (config.py)
+    from bench.train.recipe import OPTIMIZERS, SCHEDULE_COMMON, SCHEDULES  # every optimiser's and schedule's keys
+
+    generic |= {("train.<dataset>.optimizer", k) for n in OPTIMIZERS.names() for k in ["name", *OPTIMIZERS.get(n).defaults]}
+    generic |= {("train.<dataset>.schedule", k) for n in SCHEDULES.names()
+                for k in ["name", *SCHEDULE_COMMON, *SCHEDULES.get(n).defaults]}
     generic |= {tuple(s.rsplit(".", 1)) for s in paramdocs.SECTIONS if "." in s}  # subsections (analyse.claims)
     documented = {(section, key) for section, keys in paramdocs.SECTIONS.items() for key in keys}
     assert documented - generic == set()

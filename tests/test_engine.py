@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 import torch
 
 from tests.conftest import write_params
@@ -24,7 +25,7 @@ def test_run_outputs_and_determinism_across_processes(in_tmp, tiny_params):
     outputs = []
     for attempt in range(2):
         run("train", "--dataset", "tiny", "--method", "joint", "--seed", "0", "--quiet", cwd=in_tmp)
-        folder = in_tmp / "results/runs/tiny/joint/seed0"
+        folder = in_tmp / "results/runs/tiny/joint/tiny_cnn/seed0"
         metrics = json.loads((folder / "metrics.json").read_text())
         logits = torch.load(folder / "logits.pt", weights_only=True)
         steps = pd.read_csv(folder / "steps.csv")
@@ -49,8 +50,8 @@ def test_a_different_seed_gives_a_different_run(in_tmp, tiny_params):
     run("prepare", "--dataset", "tiny", cwd=in_tmp)
     for seed in ("0", "1"):
         run("train", "--dataset", "tiny", "--method", "joint", "--seed", seed, "--quiet", cwd=in_tmp)
-    a = torch.load(in_tmp / "results/runs/tiny/joint/seed0/logits.pt", weights_only=True)
-    b = torch.load(in_tmp / "results/runs/tiny/joint/seed1/logits.pt", weights_only=True)
+    a = torch.load(in_tmp / "results/runs/tiny/joint/tiny_cnn/seed0/logits.pt", weights_only=True)
+    b = torch.load(in_tmp / "results/runs/tiny/joint/tiny_cnn/seed1/logits.pt", weights_only=True)
     assert not torch.equal(a["test"]["logits"], b["test"]["logits"])
 
 
@@ -58,7 +59,7 @@ def test_gradient_statistics_are_logged_every_n_steps(in_tmp, tiny_params):
     write_params(in_tmp, tiny_params)  # grad_stats_every = 4, 2 epochs × 8 steps
     run("prepare", "--dataset", "tiny", cwd=in_tmp)
     run("train", "--dataset", "tiny", "--method", "branchynet", "--seed", "0", "--quiet", cwd=in_tmp)
-    stats = pd.read_csv(in_tmp / "results/runs/tiny/branchynet/seed0/grad_stats.csv")
+    stats = pd.read_csv(in_tmp / "results/runs/tiny/branchynet/tiny_cnn/seed0/grad_stats.csv")
     assert sorted(stats["step"].unique()) == [0, 4, 8, 12]
     assert sorted(stats["exit"].unique()) == [0, 1, 2]
     assert (stats["samples_with_grad"] == stats["batch_size"]).all()  # branchynet: every sample, every exit
@@ -79,3 +80,129 @@ def test_frozen_batchnorm_keeps_its_running_statistics():
     before = [m.running_mean.clone() for m in frozen]
     model(torch.randn(8, 1, 8, 8))
     assert all(torch.equal(b, m.running_mean) for b, m in zip(before, frozen))
+
+
+# --- the engine's parts, the run record and the determinism/precision modes (in-process, tiny data) ----------
+
+ENGINE_DATA = {"n_train": 64, "n_val": 32, "n_test": 32, "noise": 1.0, "split_seed": 0, "subset": None}
+ENGINE_SETTINGS = {"model": {"name": "tiny_cnn", "widths": [4, 8, 8], "head_width": 4}, "epochs": 2, "batch_size": 32,
+                   "lr": 0.01, "weight_decay": 5e-4, "augment": False}
+
+
+def engine_run(tmp_path, real_params, name="run", method="joint", settings=ENGINE_SETTINGS, **modes):
+    from bench.data.base import load_prepared, prepare_dataset
+    from bench.train.engine import RunSpec, train_run
+
+    if not (tmp_path / "data" / "tiny").exists():
+        prepare_dataset("tiny", ENGINE_DATA, tmp_path / "data")
+    common = {**real_params["train"]["common"], "threads": 1, "grad_stats_every": 3, **modes}
+    spec = RunSpec("tiny", method, 0, {}, common, settings)
+    metrics = train_run(spec, load_prepared("tiny", tmp_path / "data"), tmp_path / name, {"digest": name}, progress=False)
+    return metrics, torch.load(tmp_path / name / "logits.pt", weights_only=True)
+
+
+def test_the_engine_parts_compose_to_train_run(tmp_path, real_params):
+    """build → resume → start_phase → train_epoch / end_epoch / checkpoint → finish, called one by one as a
+    test or benchmark would, write what train_run writes."""
+    from bench.data.base import load_prepared
+    from bench.train import engine
+
+    metrics, logits = engine_run(tmp_path, real_params, "composed", "branchynet",
+                                 {**ENGINE_SETTINGS, "epochs": 4})  # default branchynet: one phase
+    spec = engine.RunSpec("tiny", "branchynet", 0, {}, {**real_params["train"]["common"], "threads": 1,
+                                                         "grad_stats_every": 3}, {**ENGINE_SETTINGS, "epochs": 4})
+    run = engine.build(spec, load_prepared("tiny", tmp_path / "data"))
+    folder = tmp_path / "by_parts"
+    folder.mkdir()
+    assert engine.resume(run, folder, "by-parts") is None  # nothing to resume
+    (phase,) = run.method.phases(run.epochs)
+    params, optimizer, scheduler = engine.start_phase(run, phase)
+    for epoch in range(run.epochs):
+        ctx = engine.train_epoch(run, phase, epoch, epoch, params, optimizer, scheduler)
+        engine.end_epoch(run, phase, epoch, ctx, epoch_start=0.0)
+        engine.checkpoint(run, folder, "by-parts", 0, optimizer, scheduler)
+    parts = engine.finish(run, folder, {"digest": "composed"})
+    by_parts = torch.load(folder / "logits.pt", weights_only=True)
+    assert all(torch.equal(logits[s]["logits"], by_parts[s]["logits"]) for s in ("val", "test"))
+    drop = ("time", "environment")
+    assert {k: v for k, v in parts.items() if k not in drop} == {k: v for k, v in metrics.items() if k not in drop}
+    assert pd.read_csv(folder / "steps.csv").equals(pd.read_csv(tmp_path / "composed" / "steps.csv"))
+
+
+def test_the_run_record_names_the_model_and_the_environment_the_modes(tmp_path, real_params):
+    metrics, strict = engine_run(tmp_path, real_params, "strict")
+    assert metrics["run"] == {"dataset": "tiny", "model": "tiny_cnn", "method": "joint", "seed": 0}
+    env = metrics["environment"]
+    assert (env["determinism"], env["precision"], env["nondeterministic_ops"]) == ("strict", "fp32", None)
+    assert metrics["settings"]["dataset"]["optimizer"]["name"] == "adamw"  # the recipe is recorded
+    # warn on the CPU: tiny_cnn has no op without a deterministic kernel, so nothing is recorded and the
+    # kernels (hence the weights) are the same as under strict
+    metrics, warn = engine_run(tmp_path, real_params, "warn", determinism="warn")
+    assert (metrics["environment"]["determinism"], metrics["environment"]["nondeterministic_ops"]) == ("warn", [])
+    assert all(torch.equal(strict[s]["logits"], warn[s]["logits"]) for s in ("val", "test"))
+
+
+def test_bf16_autocast_trains_and_is_recorded(tmp_path, real_params):
+    _, fp32 = engine_run(tmp_path, real_params, "fp32")
+    metrics, bf16 = engine_run(tmp_path, real_params, "bf16", precision="bf16")
+    assert metrics["status"] == "ok" and metrics["environment"]["precision"] == "bf16"
+    assert bf16["test"]["logits"].dtype == torch.float32 and torch.isfinite(bf16["test"]["logits"]).all()
+    assert not torch.equal(bf16["test"]["logits"], fp32["test"]["logits"])  # autocast really ran in bf16
+
+
+def put_in_the_loss(monkeypatch):
+    """Make joint's loss call Tensor.put_ (accumulate=False): an op without a deterministic kernel, on CPU too."""
+    from bench.train.method import get_method
+
+    cls = get_method("joint")
+    real = cls.exit_losses
+
+    def exit_losses(self, logits, targets, ctx):
+        torch.zeros(3).put_(torch.tensor([0]), torch.tensor([1.0]))
+        return real(self, logits, targets, ctx)
+
+    monkeypatch.setattr(cls, "exit_losses", exit_losses)
+
+
+def test_strict_stops_with_one_line_on_an_op_without_a_deterministic_kernel(tmp_path, real_params, monkeypatch):
+    from bench.errors import BenchError
+
+    put_in_the_loss(monkeypatch)
+    with pytest.raises(BenchError) as error:
+        engine_run(tmp_path, real_params, "strict")
+    message = str(error.value)
+    assert message.startswith("put_ has no deterministic kernel") and "determinism to 'warn'" in message
+    assert "\n" not in message and not (tmp_path / "strict" / "metrics.json").exists()
+
+
+def test_warn_records_which_ops_warned_and_keeps_them_through_a_resume(tmp_path, real_params, monkeypatch, recwarn):
+    put_in_the_loss(monkeypatch)
+    metrics, _ = engine_run(tmp_path, real_params, "warn", determinism="warn")
+    assert metrics["environment"]["nondeterministic_ops"] == ["put_"]
+    assert not [w for w in recwarn if "deterministic" in str(w.message)]  # captured, not shown
+    checkpoint = torch.load(tmp_path / "warn" / "checkpoint.pt", weights_only=False)
+    assert checkpoint["nondeterministic_ops"] == ["put_"]
+    monkeypatch.undo()  # the resumed run (nothing left to train) keeps the record of the epochs before it
+    metrics, _ = engine_run(tmp_path, real_params, "warn", determinism="warn")
+    assert metrics["environment"]["nondeterministic_ops"] == ["put_"]
+
+
+def test_off_turns_deterministic_algorithms_off_and_strict_back_on():
+    from bench.train.engine import set_determinism
+
+    try:
+        set_determinism("off")
+        assert not torch.are_deterministic_algorithms_enabled()
+        set_determinism("warn")
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        set_determinism("strict")
+    assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here: the error cannot happen")
+def test_device_cuda_without_cuda_is_one_line(tmp_path, real_params):
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="^train.common.device is 'cuda' but no CUDA device is available; use 'cpu'"):
+        engine_run(tmp_path, real_params, "cuda", device="cuda")

@@ -97,13 +97,13 @@ def test_processes_byte_identical_to_local(local_reference, tmp_path):
     params, reference = local_reference
     folder = prepared_study(tmp_path / "processes", params, reference)
     outcomes, lines = execute_grid(params, folder, "processes", workers=2)
-    assert sorted(o.key for o in outcomes) == sorted(("tiny", m, 0) for m in ("joint", "branchynet"))
+    assert sorted(o.key for o in outcomes) == sorted(("tiny", "tiny_cnn", m, 0) for m in ("joint", "branchynet"))
     assert all(o.ok for o in outcomes)
     assert assert_same_runs(reference, folder, params) == 2
     assert {r.state for r in plan_grid(params, folder)} == {"done"}
     assert all("\r" not in line for line in lines) and lines[-1].startswith("[2/2] done ")
     for o in outcomes:  # one log per run
-        assert Path(o.log).is_file() and Path(o.log).name == f"tiny-{o.key[1]}-s0.log"
+        assert Path(o.log).is_file() and Path(o.log).name == f"tiny-tiny_cnn-{o.key[2]}-s0.log"
     # a second pass trains nothing: every run is done
     assert execute_grid(params, folder, "processes", workers=2)[0] == []
 
@@ -114,16 +114,16 @@ def test_failing_run_reports_its_log_and_the_others_finish(local_reference, tmp_
     broken["methods"]["joint"]["label_smoothing"] = "not a number"  # fails inside the worker (params not revalidated here)
     folder = prepared_study(tmp_path / "broken", params, reference)
     outcomes, lines = execute_grid(broken, folder, "processes", workers=2)
-    by_method = {o.key[1]: o for o in outcomes}
+    by_method = {o.key[2]: o for o in outcomes}
     assert by_method["branchynet"].ok and not by_method["joint"].ok
     failed = by_method["joint"]
     assert failed.reason == "BenchError: methods.joint.label_smoothing must be float, got str 'not a number'"
     assert "label_smoothing must be float" in Path(failed.log).read_text()  # the worker's traceback
-    assert any(line.startswith("[") and "FAILED joint/tiny/s0" in line and failed.log in line for line in lines)
+    assert any(line.startswith("[") and "FAILED joint/tiny/tiny_cnn/s0" in line and failed.log in line for line in lines)
     states = {r.method: r.state for r in plan_grid(broken, folder)}
     assert states == {"joint": "missing", "branchynet": "done"}  # nothing marked done that did not finish
-    assert not (folder / "results/runs/tiny/joint/seed0/RUNNING.json").exists()
-    with pytest.raises(BenchError, match=r"^1 run\(s\) failed: joint/tiny/s0: BenchError: methods.joint.label_smoothing.*\(log .*tiny-joint-s0\.log\)"):
+    assert not (folder / "results/runs/tiny/joint/tiny_cnn/seed0/RUNNING.json").exists()
+    with pytest.raises(BenchError, match=r"^1 run\(s\) failed: joint/tiny/tiny_cnn/s0: BenchError: methods.joint.label_smoothing.*\(log .*tiny-tiny_cnn-joint-s0\.log\)"):
         report(outcomes, out=lambda line: None)
 
 

@@ -170,7 +170,7 @@ def test_an_entry_point_method_is_identified_by_its_distribution(plugin, tiny_pa
     assert method_module("poly1_ds") == "poly_pkg"
     assert set(code_closure("poly_pkg")) == {plugin / "poly_pkg" / "__init__.py", plugin / "poly_pkg" / "loss.py"}
     params = validate({**tiny_params, "methods": {**tiny_params["methods"], "poly1_ds": {}}})
-    identity = run_identity(params, "tiny", "poly1_ds", 0, Path("."))
+    identity = run_identity(params, "tiny", "tiny_cnn", "poly1_ds", 0, Path("."))
     code = identity["components"]["code"]
     assert code["distributions"] == {"poly-pkg": "1.2.3"}
     for name in ("__init__.py", "loss.py"):
@@ -179,7 +179,7 @@ def test_an_entry_point_method_is_identified_by_its_distribution(plugin, tiny_pa
     assert "bench/train/engine.py" in code["files"]  # the engine's closure, keyed in the repository
 
     (plugin / "poly_pkg" / "loss.py").write_text("# edited\n" + (plugin / "poly_pkg" / "loss.py").read_text())
-    edited = run_identity(params, "tiny", "poly1_ds", 0, Path("."))
+    edited = run_identity(params, "tiny", "tiny_cnn", "poly1_ds", 0, Path("."))
     assert why_different(identity, edited, "tiny", "poly1_ds") == "code poly-pkg:poly_pkg/loss.py changed"
 
 
@@ -216,7 +216,7 @@ def test_an_editable_install_of_a_plugin_is_identified_by_its_source_files(tmp_p
         src = (tmp_path / "src").resolve()
         assert set(code_closure("edit_pkg")) == {src / "edit_pkg/__init__.py", src / "edit_pkg/loss.py"}
         params = validate({**tiny_params, "methods": {**tiny_params["methods"], "edit_ds": {}}})
-        code = run_identity(params, "tiny", "edit_ds", 0, Path("."))["components"]["code"]
+        code = run_identity(params, "tiny", "tiny_cnn", "edit_ds", 0, Path("."))["components"]["code"]
         assert code["distributions"] == {"edit-pkg": "0.3"}
         assert code["files"]["edit-pkg:edit_pkg/loss.py"] == hashlib.sha256((src / "edit_pkg/loss.py").read_bytes()).hexdigest()
         assert not [k for k in code["files"] if "other_mod" in k or "unused" in k]
@@ -244,6 +244,41 @@ def test_an_entry_point_method_runs_through_the_real_pipeline(tmp_path, tiny_par
     folder = tmp_path / "study"
     build_study(ROOT, folder, tiny_params)
     dvc(folder, "repro")
-    record = json.loads((folder / "results/runs/tiny/poly1_ds/seed0/metrics.json").read_text())
+    record = json.loads((folder / "results/runs/tiny/poly1_ds/tiny_cnn/seed0/metrics.json").read_text())
     assert record["status"] == "ok" and record["identity"]["components"]["code"]["distributions"] == {"poly-pkg": "1.2.3"}
     assert "poly1_ds" in json.loads((folder / "results/metrics.json").read_text())["tiny"]
+
+
+def two_models(tiny_params: dict, **override) -> dict:
+    """tiny studied with tiny_cnn and tiny_mlp (the latter with its own widths and epochs, plus `override`)."""
+    params = {**tiny_params, "grid": {**tiny_params["grid"], "models": {"tiny": ["tiny_cnn", "tiny_mlp"]}},
+              "train": {**tiny_params["train"], "tiny": {**tiny_params["train"]["tiny"], "models": {
+                  "tiny_mlp": {"model": {"widths": [16, 16]}, "epochs": 1, **override}}}}}
+    return validate(params)
+
+
+def test_the_model_is_part_of_the_run_identity(tiny_params):
+    params = two_models(tiny_params)
+    cnn = run_identity(params, "tiny", "tiny_cnn", "joint", 0, Path("."), data=None)
+    mlp = run_identity(params, "tiny", "tiny_mlp", "joint", 0, Path("."), data=None)
+    assert cnn["components"]["run"] == {"dataset": "tiny", "model": "tiny_cnn", "method": "joint", "seed": 0}
+    assert mlp["components"]["run"] == {"dataset": "tiny", "model": "tiny_mlp", "method": "joint", "seed": 0}
+    assert cnn["digest"] != mlp["digest"]
+    tiny = {k: v for k, v in tiny_params["train"]["tiny"].items()}  # the setting, spelled out by hand
+    assert mlp["components"]["recipe"]["model"] == {"name": "tiny_mlp", "widths": [16, 16]}
+    assert mlp["components"]["recipe"]["epochs"] == 1 and mlp["components"]["recipe"]["lr"] == tiny["lr"]
+    assert cnn["components"]["recipe"]["model"] == {"name": "tiny_cnn", **{k: v for k, v in tiny["model"].items()
+                                                                           if k != "name"}}
+    assert cnn["components"]["recipe"]["epochs"] == tiny["epochs"] and "models" not in cnn["components"]["recipe"]
+    # adding a second model leaves the first model's runs as they were (same identity as with one model)
+    alone = run_identity(validate(tiny_params), "tiny", "tiny_cnn", "joint", 0, Path("."), data=None)
+    assert alone["digest"] == cnn["digest"]
+
+
+def test_one_models_settings_change_only_that_models_identity(tiny_params):
+    before, after = two_models(tiny_params), two_models(tiny_params, lr=0.5)
+    for model, changed in (("tiny_cnn", False), ("tiny_mlp", True)):
+        old = run_identity(before, "tiny", model, "joint", 0, Path("."), data=None)
+        new = run_identity(after, "tiny", model, "joint", 0, Path("."), data=None)
+        assert (old["digest"] != new["digest"]) is changed
+        assert [n for n in old["hashes"] if old["hashes"][n] != new["hashes"][n]] == (["recipe"] if changed else [])

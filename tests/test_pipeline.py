@@ -23,10 +23,10 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
     assert stages_run(first) == {"prepare@tiny", "train@tiny-joint", "train@tiny-branchynet", "tune@tiny-joint",
                                  "tune@tiny-branchynet", "aggregate", "figures"}
     metrics = json.loads((folder / "results/metrics.json").read_text())
-    assert set(metrics["tiny"]) == {"joint", "branchynet"}
-    assert 0.25 < metrics["tiny"]["joint"]["deepest_exit_test_accuracy"] <= 1.0
+    assert set(metrics["tiny"]) == {"tiny_cnn"} and set(metrics["tiny"]["tiny_cnn"]) == {"joint", "branchynet"}
+    assert 0.25 < metrics["tiny"]["tiny_cnn"]["joint"]["deepest_exit_test_accuracy"] <= 1.0
     assert "FLOPs" in metrics["flops_unit"]
-    assert 0.0 < metrics["tiny"]["joint"]["budget_0.5"]["test_flops_fraction"] <= 1.0
+    assert 0.0 < metrics["tiny"]["tiny_cnn"]["joint"]["budget_0.5"]["test_flops_fraction"] <= 1.0
     for name in ("per_exit.csv", "summary_exits.csv", "summary_budgets.csv", "threshold_curves.csv", "budgets.csv",
                  "pareto.csv", "operating_points.csv", "grad_stats.csv", "calibration.csv", "significance.csv",
                  "runs.csv", "claims.csv"):
@@ -50,17 +50,17 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
     output = dvc(folder, "repro").stdout
     assert {"train@tiny-joint", "train@tiny-branchynet"} <= stages_run(output)  # the stages read grid.extra_*
     # done runs are skipped by their identity, not even their checkpoints read (bench/plan.py)
-    assert "up to date: branchynet/tiny/s0" in output and "up to date: joint/tiny/s0" in output
+    assert "up to date: branchynet/tiny/tiny_cnn/s0" in output and "up to date: joint/tiny/tiny_cnn/s0" in output
     assert "resuming" not in output and "branchynet/tiny/s0 epoch" not in output
     assert "joint/tiny/s1 epoch 1/" in output  # only the new seed trains
     assert run_hashes(folder)["results/runs/tiny/branchynet"] == trained["results/runs/tiny/branchynet"]
     metrics = json.loads((folder / "results/metrics.json").read_text())
-    assert metrics["tiny"]["joint"]["seeds"] == 2 and metrics["tiny"]["branchynet"]["seeds"] == 1
+    assert metrics["tiny"]["tiny_cnn"]["joint"]["seeds"] == 2 and metrics["tiny"]["tiny_cnn"]["branchynet"]["seeds"] == 1
 
     params["grid"].update(extra_seed_methods=[], extra_seeds=[])  # and back: the persisted seed1 folder goes
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc(folder, "repro")
-    assert sorted(p.name for p in (folder / "results/runs/tiny/joint").iterdir()) == ["seed0"]
+    assert sorted(p.name for p in (folder / "results/runs/tiny/joint/tiny_cnn").iterdir()) == ["seed0"]
     assert run_hashes(folder) == trained
 
 

@@ -33,8 +33,9 @@ def patch_file_hash(monkeypatch, suffix: str) -> None:
 
 def fabricate_done(params: dict, root, dataset: str, method: str, seed: int) -> None:
     """A finished run's record with the identity the run has now (what train_run writes, minus the numbers)."""
-    write_json(root / run_dir(dataset, method, seed) / "metrics.json",
-               {"status": "ok", "identity": run_identity(params, dataset, method, seed, root)})
+    model = params["train"][dataset]["model"]["name"]
+    write_json(root / run_dir(dataset, model, method, seed) / "metrics.json",
+               {"status": "ok", "identity": run_identity(params, dataset, model, method, seed, root)})
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def test_changing_the_recipe_or_the_manifest_makes_every_run_stale(every_method,
 
 
 def test_missing_failed_running_and_dead_markers(every_method, in_tmp):
-    folder = lambda method: in_tmp / run_dir("tiny", method, 0)  # noqa: E731
+    folder = lambda method: in_tmp / run_dir("tiny", "tiny_cnn", method, 0)  # noqa: E731
     (folder("joint") / "metrics.json").unlink()
     (folder("sdn") / "metrics.json").unlink()
     torch.save({}, folder("sdn") / "checkpoint.pt")
@@ -108,12 +109,12 @@ def test_missing_failed_running_and_dead_markers(every_method, in_tmp):
 
 
 def test_no_identity_recorded_is_stale_with_its_reason(every_method, in_tmp):
-    write_json(in_tmp / run_dir("tiny", "joint", 0) / "metrics.json", {"status": "ok"})
+    write_json(in_tmp / run_dir("tiny", "tiny_cnn", "joint", 0) / "metrics.json", {"status": "ok"})
     assert states(plan_grid(every_method, in_tmp))["joint"] == ("stale", "no identity recorded (trained before run identities)")
 
 
 def test_plan_command_json(every_method, in_tmp, tiny_params, capsys):
-    (in_tmp / run_dir("tiny", "joint", 0) / "metrics.json").unlink()
+    (in_tmp / run_dir("tiny", "tiny_cnn", "joint", 0) / "metrics.json").unlink()
     capsys.readouterr()
     assert main(["plan", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -122,6 +123,8 @@ def test_plan_command_json(every_method, in_tmp, tiny_params, capsys):
     assert main(["plan", "--method", "hard_cgt", "--method", "sdn"]) == 0
     table = capsys.readouterr().out
     assert "hard_cgt" in table and "sdn" in table and "joint" not in table and "2 runs: 2 done" in table
+    assert table.splitlines()[0].split()[:4] == ["dataset", "model", "method", "seed"]  # the model column
+    assert {r["model"] for r in out["runs"]} == {"tiny_cnn"}  # the dataset's one model (no grid.models)
 
 
 def test_train_skips_done_runs_untouched_and_retrains_stale_ones(tiny_params, in_tmp, monkeypatch, capsys):
@@ -130,19 +133,19 @@ def test_train_skips_done_runs_untouched_and_retrains_stale_ones(tiny_params, in
     assert main(["prepare", "--dataset", "tiny"]) == 0
     for method in ("joint", "hard_cgt"):
         assert main(["train", "--dataset", "tiny", "--method", method, "--quiet"]) == 0
-    folders = {m: in_tmp / run_dir("tiny", m, 0) for m in ("joint", "hard_cgt")}
+    folders = {m: in_tmp / run_dir("tiny", "tiny_cnn", m, 0) for m in ("joint", "hard_cgt")}
     before = {m: {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in f.iterdir()} for m, f in folders.items()}
     first = json.loads((folders["hard_cgt"] / "metrics.json").read_text())["identity"]
 
     patch_file_hash(monkeypatch, "methods/_cgt.py")
     capsys.readouterr()
     assert main(["train", "--dataset", "tiny", "--method", "joint", "--quiet"]) == 0
-    assert "up to date: joint/tiny/s0" in capsys.readouterr().out
+    assert "up to date: joint/tiny/tiny_cnn/s0" in capsys.readouterr().out
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folders["joint"].iterdir()} == before["joint"]
 
     assert main(["train", "--dataset", "tiny", "--method", "hard_cgt", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "started hard_cgt/tiny/s0 (stale: code methods/_cgt.py changed)" in out
+    assert "started hard_cgt/tiny/tiny_cnn/s0 (stale: code methods/_cgt.py changed)" in out
     assert "ignoring" in out and "resuming" not in out  # the finished checkpoint of the old identity is not reused
     second = json.loads((folders["hard_cgt"] / "metrics.json").read_text())["identity"]
     assert second["digest"] != first["digest"]
@@ -156,7 +159,7 @@ def test_a_checkpoint_of_the_same_identity_is_resumed_and_of_another_is_not(tiny
     write_params(in_tmp, tiny_params)
     assert main(["prepare", "--dataset", "tiny"]) == 0
     assert main(["train", "--dataset", "tiny", "--method", "joint", "--quiet"]) == 0
-    folder = in_tmp / run_dir("tiny", "joint", 0)
+    folder = in_tmp / run_dir("tiny", "tiny_cnn", "joint", 0)
     (folder / "metrics.json").unlink()  # killed after its last checkpoint
     capsys.readouterr()
     assert main(["train", "--dataset", "tiny", "--method", "joint", "--quiet"]) == 0

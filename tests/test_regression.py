@@ -11,15 +11,17 @@ from bench.cli import main
 from bench.study import merge
 from tests.conftest import write_params
 
-NUMBERS = {"toy": {"m": {"deepest_exit_test_accuracy": {"expected": 0.90, "tolerance": 0.01}}}}
+NUMBERS = {"toy": {"net": {"m": {"deepest_exit_test_accuracy": {"expected": 0.90, "tolerance": 0.01}}}}}
 
 
 def test_compare_flags_only_changes_beyond_tolerance():
-    ok = compare({"numbers": NUMBERS}, {"numbers": {"toy": {"m": {"deepest_exit_test_accuracy": {"mean": 0.905}}}}})
-    bad = compare({"numbers": NUMBERS}, {"numbers": {"toy": {"m": {"deepest_exit_test_accuracy": {"mean": 0.88}}}}})
+    ok = compare({"numbers": NUMBERS}, {"numbers": {"toy": {"net": {"m": {"deepest_exit_test_accuracy": {"mean": 0.905}}}}}})
+    bad = compare({"numbers": NUMBERS}, {"numbers": {"toy": {"net": {"m": {"deepest_exit_test_accuracy": {"mean": 0.88}}}}}})
+    other = compare({"numbers": NUMBERS}, {"numbers": {"toy": {"net2": {"m": {"deepest_exit_test_accuracy": {"mean": 0.9}}}}}})
     gone = compare({"numbers": NUMBERS}, {"numbers": {}})
     assert ok["status"].tolist() == ["ok"] and bad["status"].tolist() == ["REGRESSED"]
     assert gone["status"].tolist() == ["MISSING"]
+    assert other["status"].tolist() == ["MISSING", "new (not checked)"]  # another model's number is not this one's
     assert "REGRESSED" in format_table(bad) and "0.8800" in format_table(bad)
 
 
@@ -39,7 +41,7 @@ def test_a_broken_method_fails_the_regression(in_tmp, tiny_params, capsys, monke
     headline = run_tiny_grid(in_tmp)
     expected = in_tmp / "expected.json"
     assert main(["bless", "--headline", str(headline), "--expected", str(expected), "--profile", "tiny"]) == 0
-    assert json.loads(expected.read_text())["numbers"]["tiny"]["joint"]
+    assert json.loads(expected.read_text())["numbers"]["tiny"]["tiny_cnn"]["joint"]
     assert main(["regress", "--headline", str(headline), "--expected", str(expected)]) == 0
     capsys.readouterr()
 
@@ -60,8 +62,8 @@ def test_a_broken_method_fails_the_regression(in_tmp, tiny_params, capsys, monke
     lines = out.out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("dataset"))
     table = pd.DataFrame([line.split() for line in lines[header + 1:] if line.startswith("tiny")])
-    assert any(row[1] == "joint" and row[-1] == "REGRESSED" for row in table.values.tolist())
-    assert all(row[-1] == "ok" for row in table.values.tolist() if row[1] == "branchynet")
+    assert any(row[2] == "joint" and row[-1] == "REGRESSED" for row in table.values.tolist())
+    assert all(row[-1] == "ok" for row in table.values.tolist() if row[2] == "branchynet")
     assert "headline numbers regressed" in out.err
 
 
@@ -74,6 +76,9 @@ def test_committed_expectations_cover_the_ci_profile():
     expected = json.loads((root / "tests/regression/expected.json").read_text())
     profile = yaml.safe_load((root / "profiles/ci.yaml").read_text())
     assert expected["profile"] == "ci" and "tolerance_rule" in expected and expected["versions"]["torch"]
+    params = yaml.safe_load((root / "params.yaml").read_text())
     assert set(expected["numbers"]) == set(profile["grid"]["datasets"])
-    for dataset in profile["grid"]["datasets"]:
-        assert set(expected["numbers"][dataset]) == set(profile["grid"]["methods"])
+    for dataset in profile["grid"]["datasets"]:  # the ci profile studies each dataset with its one model
+        assert list(expected["numbers"][dataset]) == [params["train"][dataset]["model"]["name"]]
+        (numbers,) = expected["numbers"][dataset].values()
+        assert set(numbers) == set(profile["grid"]["methods"])

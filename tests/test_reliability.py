@@ -35,7 +35,7 @@ def finish(folder, *argv):
 
 
 def outputs(folder):
-    run = folder / "results/runs/tiny/joint/seed0"
+    run = folder / "results/runs/tiny/joint/tiny_cnn/seed0"
     metrics = json.loads((run / "metrics.json").read_text())
     for volatile in ("time", "environment"):
         metrics.pop(volatile)
@@ -56,7 +56,7 @@ def test_kill_minus_9_then_resume_is_bit_identical(tmp_path, tiny_params):
     finish(folders["straight"], *train)
 
     process = cli(folders["killed"], *train)
-    checkpoint = folders["killed"] / "results/runs/tiny/joint/seed0/checkpoint.pt"
+    checkpoint = folders["killed"] / "results/runs/tiny/joint/tiny_cnn/seed0/checkpoint.pt"
     deadline = time.time() + 120
     while time.time() < deadline:
         if checkpoint.is_file() and torch.load(checkpoint, weights_only=False)["epoch"] >= 3:
@@ -103,9 +103,9 @@ def test_divergence_is_recorded_and_reported_never_averaged(in_tmp, tiny_params,
             write_params(in_tmp, params)
             assert main(["evaluate", "--dataset", "tiny", "--method", method, "--seed", str(seed)]) == 0
             assert main(["tune", "--dataset", "tiny", "--method", method, "--seed", str(seed)]) == 0
-    record = json.loads((in_tmp / "results/runs/tiny/joint/seed1/metrics.json").read_text())
+    record = json.loads((in_tmp / "results/runs/tiny/joint/tiny_cnn/seed1/metrics.json").read_text())
     assert record["status"] == "failed" and ("diverged" in record["reason"] or "exploded" in record["reason"])
-    assert not (in_tmp / "results/runs/tiny/joint/seed1/logits.pt").exists()
+    assert not (in_tmp / "results/runs/tiny/joint/tiny_cnn/seed1/logits.pt").exists()
     assert "FAILED joint on tiny seed 1" in capsys.readouterr().out
     assert main(["aggregate"]) == 0
     failed = pd.read_csv(in_tmp / "results/failed_runs.csv")
@@ -157,7 +157,7 @@ def test_bad_input_never_half_writes_a_run(in_tmp, tiny_params):
     assert main(["prepare", "--dataset", "tiny"]) == 0
     write_params(in_tmp, merge(tiny_params, {"methods": {"branchynet": {"weights": [1.0, 2.0]}}}))
     assert main(["train", "--dataset", "tiny", "--method", "branchynet", "--seed", "0"]) == 2
-    assert not (in_tmp / "results/runs/tiny/branchynet/seed0/metrics.json").exists()
+    assert not (in_tmp / "results/runs/tiny/branchynet/tiny_cnn/seed0/metrics.json").exists()
     from bench.config import load_params
 
     with pytest.raises(BenchError, match=r"methods\.branchynet"):  # rejected by validation, before any training
@@ -178,11 +178,11 @@ def stop(*args, **kwargs):  # stands in for the stage's work: the clean-up must 
 
 STAGES = {  # command, folder its stage writes to, the function doing the work after the clean-up
     "prepare": (["prepare", "--dataset", "tiny"], "datasets/tiny", "bench.data.prepare_dataset"),
-    "train": (["train", "--dataset", "tiny", "--method", "joint", "--seed", "0"], "results/runs/tiny/joint/seed0",
+    "train": (["train", "--dataset", "tiny", "--method", "joint", "--seed", "0"], "results/runs/tiny/joint/tiny_cnn/seed0",
               "bench.plan.plan_grid"),  # the train command plans right after cleaning (the executor catches crashes)
-    "evaluate": (["evaluate", "--dataset", "tiny", "--method", "joint"], "results/eval/tiny/joint",
+    "evaluate": (["evaluate", "--dataset", "tiny", "--method", "joint"], "results/eval/tiny/joint/tiny_cnn",
                  "bench.evaluate.thresholds.evaluate_run"),
-    "tune": (["tune", "--dataset", "tiny", "--method", "joint"], "results/tune/tiny/joint/seed0",
+    "tune": (["tune", "--dataset", "tiny", "--method", "joint"], "results/tune/tiny/joint/tiny_cnn/seed0",
              "bench.tune.run.tune_run"),
     "aggregate": (["aggregate"], "results", "bench.analyse.aggregate.aggregate"),
     "figures": (["figures"], "figures", "bench.analyse.figures.make_figures"),

@@ -49,7 +49,7 @@ def test_slurm_byte_identical_to_local(cluster, local_reference, tmp_path):
     params, reference = local_reference
     folder = prepared_study(tmp_path / "slurm", params, reference)
     outcomes, lines = execute_grid(params, folder, "slurm")
-    assert sorted((o.key, o.ok) for o in outcomes) == [(("tiny", "branchynet", 0), True), (("tiny", "joint", 0), True)]
+    assert sorted((o.key, o.ok) for o in outcomes) == [(("tiny", "tiny_cnn", "branchynet", 0), True), (("tiny", "tiny_cnn", "joint", 0), True)]
     assert assert_same_runs(reference, folder, params) == 2
     assert {r.state for r in plan_grid(params, folder)} == {"done"}  # and no RUNNING.json left behind
     assert any(f"logs: {folder / LOGS}/" in line for line in lines)
@@ -82,7 +82,7 @@ def test_scancelled_job_is_resubmitted_and_resumes(cluster, real_params, tmp_pat
     worker.join(timeout=180)
     assert not worker.is_alive()
     (outcome,) = result["outcomes"]
-    assert any(f"job {marker['job_id']} of branchynet/tiny/s0 ended CANCELLED without a result" in line
+    assert any(f"job {marker['job_id']} of branchynet/tiny/tiny_cnn/s0 ended CANCELLED without a result" in line
                and "resubmitted as job" in line for line in result["lines"])
     assert outcome.ok and outcome.metrics["job_id"] != marker["job_id"]  # finished by another job
     log = Path(outcome.log).read_text()

@@ -8,7 +8,8 @@ Student-t interval and a verdict from one rule:
 - inconclusive: anything else (including fewer than two paired seeds).
 A claim made of several parts is supported only if every part is, and not supported if any part is not.
 Parts marked `secondary` (e.g. HardCGT beside SoftCGT, the paper's headline variant) are reported beside
-their claim but do not decide its verdict.
+their claim but do not decide its verdict. Every claim is evaluated per dataset × model (a dataset studied
+with two models gives two verdicts).
 """
 
 from __future__ import annotations
@@ -51,22 +52,24 @@ def paired(a: pd.Series, b: pd.Series) -> pd.Series:
 
 
 def row(claim: str, dataset: str, part: str, comparison: str, stated: str, differences: pd.Series, unit: str,
-        claimed_low: float, **extra) -> dict:
+        claimed_low: float, model: str = "", **extra) -> dict:
     if differences is None:
-        return {"claim": claim, "dataset": dataset, "part": part, "comparison": comparison, "stated": stated,
+        return {"claim": claim, "dataset": dataset, "model": model, "part": part, "comparison": comparison, "stated": stated,
                 "mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0, "unit": unit,
                 "verdict": "not run", **extra}
     mean, low, high = t_interval(differences.to_numpy())
-    return {"claim": claim, "dataset": dataset, "part": part, "comparison": comparison, "stated": stated,
+    return {"claim": claim, "dataset": dataset, "model": model, "part": part, "comparison": comparison, "stated": stated,
             "mean": mean, "ci_low": low, "ci_high": high, "n": len(differences), "unit": unit,
             "verdict": verdict(low, high, claimed_low), **extra}
 
 
 class Tables:
-    """Per-seed series read from the aggregated CSVs (missing method → None)."""
+    """Per-seed series of one dataset × model read from the aggregated CSVs (missing method → None); model None:
+    every model of the dataset (tables of a study with one model per dataset)."""
 
-    def __init__(self, tables: dict[str, pd.DataFrame], dataset: str):
-        self.t = {name: frame[frame["dataset"] == dataset] for name, frame in tables.items()}
+    def __init__(self, tables: dict[str, pd.DataFrame], dataset: str, model: str | None = None):
+        self.t = {name: frame[(frame["dataset"] == dataset) & ((frame["model"] == model) if model is not None
+                                                                else True)] for name, frame in tables.items()}
         self.own_policy = self.t["runs"].groupby("method")["exit_policy"].first().to_dict()
 
     def has(self, *methods: str) -> bool:
@@ -325,20 +328,26 @@ def describe(part: dict) -> str:
 
 
 def claims_table(tables: dict[str, pd.DataFrame], spec: dict) -> pd.DataFrame:
-    """One row per (dataset, claim part), in the file's order; `spec` is a loaded claims file."""
+    """One row per (dataset, model, claim part), in the file's order; `spec` is a loaded claims file. Tables
+    without a `model` column (bench/analyse/tables.py adds it) count as one unnamed model per dataset."""
+    from bench.analyse.tables import with_model
+
+    tables = {name: with_model(frame, None) for name, frame in tables.items()}
     rows = []
-    for dataset in sorted(tables["runs"]["dataset"].unique()):
-        t = Tables(tables, dataset)
+    settings = tables["runs"][["dataset", "model"]].drop_duplicates().sort_values(["dataset", "model"])
+    for dataset, model in settings.itertuples(index=False):
+        t = Tables(tables, dataset, model)
         for claim in spec["claims"]:
             for part in claim["parts"]:
                 chosen = MEASURES.get(part["measure"])
                 result = chosen.compute(t, **arguments(part))
                 rows.append(row(claim["id"], dataset, result.part, describe(part), part["stated"], result.differences,
-                                chosen.unit, part["claimed_low"], **result.extra,
+                                chosen.unit, part["claimed_low"], model, **result.extra,
                                 primary=not part.get("secondary", False)))
     table = pd.DataFrame(rows)
-    columns = ["claim", "dataset", "part", "comparison", "stated", "mean", "ci_low", "ci_high", "n", "unit", "verdict"]
+    columns = ["claim", "dataset", "model", "part", "comparison", "stated", "mean", "ci_low", "ci_high", "n", "unit",
+               "verdict"]
     table = table[columns + [c for c in table.columns if c not in columns + ["primary"]] + ["primary"]]
-    verdicts = table[table["primary"]].groupby(["claim", "dataset"])["verdict"].agg(lambda v: combine(list(v)))
-    table["claim_verdict"] = [verdicts[(c, d)] for c, d in zip(table["claim"], table["dataset"])]
+    verdicts = table[table["primary"]].groupby(["claim", "dataset", "model"])["verdict"].agg(lambda v: combine(list(v)))
+    table["claim_verdict"] = [verdicts[key] for key in zip(table["claim"], table["dataset"], table["model"])]
     return table

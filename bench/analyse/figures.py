@@ -1,6 +1,7 @@
 """Paper figures from the aggregated tables only (results/*.csv): each as PDF and PNG, one style, one palette
 per study (`method_styles`: a method keeps its colour and marker in every figure and on every dataset).
-Which methods each figure shows is `analyse.figures` in params.yaml (`select`)."""
+Which methods each figure shows is `analyse.figures` in params.yaml (`select`). One file per figure kind and
+dataset; a dataset studied with several models shows them side by side, one panel group per model (`Canvas`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.analyse.stats import t_interval  # noqa: E402
+from bench.analyse.tables import label, read_table, with_model  # noqa: E402
 from bench.io import atomic_path  # noqa: E402
 from bench.tune.pareto import pareto_mask  # noqa: E402
 
@@ -67,6 +69,30 @@ def select(kind: str, available: list[str], analyse: dict | None) -> list[str]:
     return [m for m in sorted(available) if m in choice]
 
 
+class Canvas:
+    """The figure of one kind on one dataset: the whole figure for a single model; with several models, one
+    subfigure per model side by side, each drawn by the same function (`panels` creates its grid of axes)."""
+
+    def __init__(self, models: list[str]):
+        self.models, self.figure, self.parts = models, None, []
+
+    def panels(self, index: int, rows: int, columns: int, figsize: tuple[float, float], **kw):
+        """(figure or subfigure, axes[rows][columns]) for model number `index`; the first call sizes the figure
+        (each model's panels the size one model's figure would have)."""
+        if self.figure is None:
+            n = len(self.models)
+            self.figure = plt.figure(figsize=(figsize[0] * n, figsize[1]), layout="constrained" if n > 1 else None)
+            self.parts = [self.figure] if n == 1 else list(self.figure.subfigures(1, n, wspace=0.04))
+        part = self.parts[index]
+        return part, part.subplots(rows, columns, squeeze=False, **kw)
+
+
+def tight(fig, rect: tuple) -> None:
+    """tight_layout for a whole figure; subfigures are laid out by the parent's constrained layout."""
+    if isinstance(fig, matplotlib.figure.Figure) and fig.get_layout_engine() is None:
+        fig.tight_layout(rect=rect)
+
+
 METADATA = {"pdf": {"CreationDate": None, "Producer": None}, "png": {"Software": None}}
 
 
@@ -80,7 +106,7 @@ def save(fig, folder: Path, name: str) -> list[Path]:
     return paths
 
 
-RUN = ["dataset", "method", "seed", "policy"]
+RUN = ["dataset", "model", "method", "seed", "policy"]
 UNREACHED_GAP = 0.05  # interim rule (until the tune stage records it): see `reached`
 
 
@@ -91,8 +117,9 @@ def reached(frame: pd.DataFrame, points: pd.DataFrame) -> pd.Series:
     UNREACHED_GAP below the budget: the budget was filled with the cheapest point, not reached."""
     if "reached" in frame.columns:
         return frame["reached"].astype(bool)
-    cheapest = points.groupby(RUN)["val_flops_fraction"].min().rename("cheapest")
-    merged = frame.join(cheapest, on=RUN)
+    run = [c for c in RUN if c in frame.columns and c in points.columns]  # a table made by hand may lack `model`
+    cheapest = points.groupby(run)["val_flops_fraction"].min().rename("cheapest")
+    merged = frame.join(cheapest, on=run)
     at_cheapest = np.isclose(merged["val_flops_fraction"], merged["cheapest"])
     return pd.Series(~(at_cheapest & (merged["budget"] - merged["val_flops_fraction"] > UNREACHED_GAP)),
                      index=frame.index)
@@ -143,15 +170,15 @@ def grid_shape(count: int, columns: int = 5) -> tuple[int, int]:
     return -(-count // columns), columns
 
 
-def figure_pareto(dataset: str, points: pd.DataFrame, runs: pd.DataFrame, methods: list[str], styles: dict,
-                  folder: Path):
+def figure_pareto(title: str, points: pd.DataFrame, runs: pd.DataFrame, methods: list[str], styles: dict,
+                  canvas: Canvas, index: int = 0):
     data = dense_curves(points, runs)
     tuned = tuned_points(points, runs)
     bottom, top = pareto_axis(data)
     front = data[data["frontier"]].sort_values("cost")
     rows, columns = grid_shape(len(methods))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.35 * columns + 0.4, 2.1 * rows + 0.7), sharex=True,
-                             sharey=True, squeeze=False)
+    fig, axes = canvas.panels(index, rows, columns, (2.35 * columns + 0.4, 2.1 * rows + 0.7), sharex=True,
+                              sharey=True)
     for ax, method in zip(axes.flat, methods):
         for other, group in data[data["method"] != method].groupby("method"):
             group = group.sort_values("budget")
@@ -199,10 +226,9 @@ def figure_pareto(dataset: str, points: pd.DataFrame, runs: pd.DataFrame, method
                plt.Line2D([], [], color="black", ls="--", lw=0.7, label="Pareto frontier (all methods)"),
                plt.Line2D([], [], color="0.8", lw=0.6, label="other methods")]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, bbox_to_anchor=(0.5, -0.01))
-    fig.suptitle(f"{dataset}: accuracy against expected cost, thresholds tuned on validation, measured on test",
+    fig.suptitle(f"{title}: accuracy against expected cost, thresholds tuned on validation, measured on test",
                  fontsize=10, fontweight="bold")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return save(fig, folder, f"pareto_{dataset}")
+    tight(fig, (0, 0.07, 1, 1))
 
 
 def exit_fraction_data(budgets: pd.DataFrame) -> pd.DataFrame:
@@ -211,10 +237,11 @@ def exit_fraction_data(budgets: pd.DataFrame) -> pd.DataFrame:
     return part[["method", "budget", "exit", "mean", "ci_low", "ci_high"]]
 
 
-def figure_exit_distribution(dataset: str, budgets: pd.DataFrame, methods: list[str], styles: dict, folder: Path):
+def figure_exit_distribution(title: str, budgets: pd.DataFrame, methods: list[str], styles: dict, canvas: Canvas,
+                             index: int = 0):
     data = exit_fraction_data(budgets)
     levels = sorted(data["budget"].unique())
-    fig, axes = plt.subplots(1, len(levels), figsize=(3.2 * len(levels), 3.4), sharey=True, squeeze=False)
+    fig, axes = canvas.panels(index, 1, len(levels), (3.2 * len(levels), 3.4), sharey=True)
     for ax, budget in zip(axes[0], levels):
         part = data[data["budget"] == budget]
         exits = sorted(part["exit"].unique())
@@ -226,28 +253,29 @@ def figure_exit_distribution(dataset: str, budgets: pd.DataFrame, methods: list[
         ax.set(title=f"budget {budget:g}", xlabel="exit", xticks=range(len(exits)))
     axes[0][0].set_ylabel("fraction of test samples")
     axes[0][-1].legend(fontsize=6, ncol=1, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.suptitle(f"{dataset}: where test samples leave (mean over seeds)", y=1.03, fontweight="bold")
-    return save(fig, folder, f"exit_distribution_{dataset}")
+    fig.suptitle(f"{title}: where test samples leave (mean over seeds)", y=1.03 if fig is canvas.figure and
+                 len(canvas.models) == 1 else None, fontweight="bold")
 
 
 def grad_data(grad_stats: pd.DataFrame) -> pd.DataFrame:
     """Per (method, exit, step): means over seeds. A logged step at which no exit of the run gets any gradient
     (e.g. JEI-DNN's gate-training epochs) trains no exit and says nothing about starvation: it is left out."""
+    grad_stats = with_model(grad_stats, None)
     data = grad_stats.assign(sample_share=grad_stats["samples_with_grad"] / grad_stats["batch_size"],
                              effective_share=grad_stats["effective_samples"] / grad_stats["batch_size"])
-    trains = data.groupby(["dataset", "method", "seed", "step"])["effective_samples"].transform("sum") > 0
+    trains = data.groupby(["dataset", "model", "method", "seed", "step"])["effective_samples"].transform("sum") > 0
     data = data[trains]
     return (data.groupby(["method", "exit", "step"])
             [["backbone_grad_norm", "head_grad_norm", "sample_share", "effective_share"]].mean().reset_index())
 
 
-def figure_grad_norm(dataset: str, grad_stats: pd.DataFrame, methods: list[str], styles: dict, folder: Path):
+def figure_grad_norm(title: str, grad_stats: pd.DataFrame, methods: list[str], styles: dict, canvas: Canvas,
+                     index: int = 0):
     """Small multiples: one column per exit, the gradient norm into the backbone (top, log scale) and the
     effective share of the batch carrying it (bottom), shared axes; one line per method, mean over seeds."""
     data = grad_data(grad_stats[grad_stats["method"].isin(methods)])
     exits = sorted(data["exit"].unique())
-    fig, axes = plt.subplots(2, len(exits), figsize=(2.6 * len(exits) + 0.4, 4.6), sharex=True, sharey="row",
-                             squeeze=False)
+    fig, axes = canvas.panels(index, 2, len(exits), (2.6 * len(exits) + 0.4, 4.6), sharex=True, sharey="row")
     for column, k in enumerate(exits):
         for method in methods:
             group = data[(data["exit"] == k) & (data["method"] == method)]
@@ -265,17 +293,18 @@ def figure_grad_norm(dataset: str, grad_stats: pd.DataFrame, methods: list[str],
     axes[1][0].set_ylabel("effective share of the batch\n(Σw)²/Σw² / batch", fontsize=8)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(methods), 6), fontsize=7, bbox_to_anchor=(0.5, -0.01))
-    fig.suptitle(f"{dataset}: gradient signal per exit during training (mean over seeds)", fontsize=10,
+    fig.suptitle(f"{title}: gradient signal per exit during training (mean over seeds)", fontsize=10,
                  fontweight="bold")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return save(fig, folder, f"grad_norm_{dataset}")
+    tight(fig, (0, 0.06, 1, 1))
 
 
-def figure_per_exit_accuracy(dataset: str, exits: pd.DataFrame, methods: list[str], styles: dict, folder: Path):
+def figure_per_exit_accuracy(title: str, exits: pd.DataFrame, methods: list[str], styles: dict, canvas: Canvas,
+                             index: int = 0):
     data = exits[(exits["metric"] == "test_accuracy") & exits["method"].isin(methods)]
     levels = sorted(data["exit"].unique())
     width = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    _, axes = canvas.panels(index, 1, 1, (7, 3.4))
+    ax = axes[0][0]
     for i, method in enumerate(methods):
         rows = data[data["method"] == method].set_index("exit").reindex(levels)
         err = np.vstack([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]]) * 100
@@ -283,9 +312,8 @@ def figure_per_exit_accuracy(dataset: str, exits: pd.DataFrame, methods: list[st
                yerr=np.nan_to_num(err), capsize=1.5, color=styles[method]["color"], label=method)
     low = data["mean"].min() * 100
     ax.set(ylim=(max(0, low - 5), 100), xticks=range(len(levels)), xticklabels=[f"exit {k}" for k in levels],
-           ylabel="test accuracy (%)", title=f"{dataset}: accuracy of every exit on all test samples (95 % CI)")
+           ylabel="test accuracy (%)", title=f"{title}: accuracy of every exit on all test samples (95 % CI)")
     ax.legend(fontsize=6, ncol=1, bbox_to_anchor=(1.01, 1), loc="upper left")
-    return save(fig, folder, f"per_exit_accuracy_{dataset}")
 
 
 def reliability_data(calibration: pd.DataFrame) -> pd.DataFrame:
@@ -297,12 +325,12 @@ def reliability_data(calibration: pd.DataFrame) -> pd.DataFrame:
     return pooled.assign(confidence=pooled["conf_sum"] / pooled["count"], accuracy=pooled["acc_sum"] / pooled["count"])
 
 
-def figure_calibration(dataset: str, calibration: pd.DataFrame, exits: pd.DataFrame, methods: list[str],
-                       styles: dict, folder: Path):
+def figure_calibration(title: str, calibration: pd.DataFrame, exits: pd.DataFrame, methods: list[str],
+                       styles: dict, canvas: Canvas, index: int = 0):
     data = reliability_data(calibration[calibration["method"].isin(methods)])
     ece = exits[exits["metric"] == "test_ece"].set_index(["method", "exit"])["mean"]
     levels = sorted(data["exit"].unique())
-    fig, axes = plt.subplots(1, len(levels), figsize=(3.3 * len(levels), 3.4), sharey=True, squeeze=False)
+    fig, axes = canvas.panels(index, 1, len(levels), (3.3 * len(levels), 3.4), sharey=True)
     for ax, k in zip(axes[0], levels):
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
         for method, group in data[data["exit"] == k].groupby("method"):
@@ -311,29 +339,38 @@ def figure_calibration(dataset: str, calibration: pd.DataFrame, exits: pd.DataFr
         ax.set(title=f"exit {k}", xlabel="confidence (max softmax)", xlim=(0, 1), ylim=(0, 1))
         ax.legend(fontsize=5)
     axes[0][0].set_ylabel("accuracy")
-    fig.suptitle(f"{dataset}: reliability per exit (15 equal-width bins, test; ECE in %)", y=1.03, fontweight="bold")
-    return save(fig, folder, f"calibration_{dataset}")
+    fig.suptitle(f"{title}: reliability per exit (15 equal-width bins, test; ECE in %)", y=1.03 if fig is
+                 canvas.figure and len(canvas.models) == 1 else None, fontweight="bold")
 
 
-def make_figures(results: Path, folder: Path, analyse: dict | None = None) -> list[Path]:
-    """Every figure of every dataset; `analyse` (params.yaml's section) chooses the methods of each figure."""
+def make_figures(results: Path, folder: Path, analyse: dict | None = None, params: dict | None = None) -> list[Path]:
+    """Every figure of every dataset, its models side by side; `analyse` (params.yaml's section) chooses the methods
+    of each figure; `params` names each dataset's model where older tables have no `model` column."""
     style()
-    tables = {name: pd.read_csv(results / f"{name}.csv") for name in
+    tables = {name: read_table(results, name, params) for name in
               ("summary_budgets", "summary_exits", "grad_stats", "calibration", "per_exit", "operating_points", "runs")}
     styles = method_styles(sorted(tables["summary_exits"]["method"].unique()))  # one palette for the whole study
     paths = []
     for dataset in sorted(tables["summary_exits"]["dataset"].unique()):
-        part = {name: frame[frame["dataset"] == dataset] for name, frame in tables.items()}
-        available = sorted(part["summary_exits"]["method"].unique())
+        models = sorted(tables["summary_exits"].loc[tables["summary_exits"]["dataset"] == dataset, "model"].unique())
+        available = sorted(tables["summary_exits"].loc[tables["summary_exits"]["dataset"] == dataset, "method"].unique())
         chosen = {kind: select(kind, available, analyse) for kind in CAPTIONS}
-        exits = part["summary_exits"]
-        drawn = {"pareto": lambda m: figure_pareto(dataset, part["operating_points"], part["runs"], m, styles, folder),
-                 "exit_distribution": lambda m: figure_exit_distribution(dataset, part["summary_budgets"], m, styles,
-                                                                         folder),
-                 "grad_norm": lambda m: figure_grad_norm(dataset, part["grad_stats"], m, styles, folder),
-                 "per_exit_accuracy": lambda m: figure_per_exit_accuracy(dataset, exits, m, styles, folder),
-                 "calibration": lambda m: figure_calibration(dataset, part["calibration"], exits, m, styles, folder)}
-        for kind, draw in drawn.items():
-            if chosen[kind] and not (kind == "grad_norm" and part["grad_stats"].empty):  # nothing to show: no file
-                paths += draw(chosen[kind])
+        canvases = {kind: Canvas(models) for kind in CAPTIONS}
+        for index, model in enumerate(models):
+            part = {name: frame[(frame["dataset"] == dataset) & (frame["model"] == model)] for name, frame in tables.items()}
+            title, exits = label(dataset, model), part["summary_exits"]
+            drawn = {"pareto": lambda m, c: figure_pareto(title, part["operating_points"], part["runs"], m, styles, c, index),
+                     "exit_distribution": lambda m, c: figure_exit_distribution(title, part["summary_budgets"], m, styles,
+                                                                                c, index),
+                     "grad_norm": lambda m, c: figure_grad_norm(title, part["grad_stats"], m, styles, c, index),
+                     "per_exit_accuracy": lambda m, c: figure_per_exit_accuracy(title, exits, m, styles, c, index),
+                     "calibration": lambda m, c: figure_calibration(title, part["calibration"], exits, m, styles, c,
+                                                                    index)}
+            for kind, draw in drawn.items():
+                shown = [m for m in chosen[kind] if m in set(exits["method"])]
+                if shown and not (kind == "grad_norm" and part["grad_stats"].empty):  # nothing to show: no panels
+                    draw(shown, canvases[kind])
+        for kind, canvas in canvases.items():
+            if canvas.figure is not None:
+                paths += save(canvas.figure, folder, f"{kind}_{dataset}")
     return paths

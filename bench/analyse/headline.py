@@ -1,4 +1,4 @@
-"""Headline numbers per dataset × method (the CI regression watches these) and their comparison with
+"""Headline numbers per dataset × model × method (the CI regression watches these) and their comparison with
 committed expectations.
 
 Headline: deepest-exit test accuracy, and at the middle tuned budget the test accuracy, the expected
@@ -29,23 +29,23 @@ DEFAULT_FLOOR = 0.003
 
 def headline(per_exit: pd.DataFrame, tuned: pd.DataFrame) -> dict:
     middle = sorted(tuned["budget"].unique())[len(tuned["budget"].unique()) // 2] if len(tuned) else None
-    deepest = per_exit[per_exit["exit"] == per_exit.groupby(["dataset", "method"])["exit"].transform("max")]
-    numbers: dict = {}
+    deepest = per_exit[per_exit["exit"] == per_exit.groupby(["dataset", "model", "method"])["exit"].transform("max")]
+    numbers: dict = {}  # dataset → model → method → number
 
-    def add(dataset, method, name, values):
+    def add(dataset, model, method, name, values):
         values = pd.Series(values, dtype=float).dropna()
-        numbers.setdefault(dataset, {}).setdefault(method, {})[name] = {
+        numbers.setdefault(dataset, {}).setdefault(model, {}).setdefault(method, {})[name] = {
             "mean": float(values.mean()) if len(values) else None,
             "seed_std": float(values.std(ddof=1)) if len(values) > 1 else None, "seeds": int(len(values))}
 
-    for (dataset, method), group in deepest.groupby(["dataset", "method"]):
-        add(dataset, method, "deepest_exit_test_accuracy", group["test_accuracy"])
+    for key, group in deepest.groupby(["dataset", "model", "method"]):
+        add(*key, "deepest_exit_test_accuracy", group["test_accuracy"])
     if middle is not None:
         at = tuned[tuned["budget"] == middle]
-        for (dataset, method), group in at.groupby(["dataset", "method"]):
-            add(dataset, method, "test_accuracy_at_middle_budget", group["test_accuracy"])
-            add(dataset, method, "test_flops_fraction_at_middle_budget", group["test_flops_fraction"])
-            add(dataset, method, "early_exit_accuracy_at_middle_budget", group["test_early_exit_accuracy"])
+        for key, group in at.groupby(["dataset", "model", "method"]):
+            add(*key, "test_accuracy_at_middle_budget", group["test_accuracy"])
+            add(*key, "test_flops_fraction_at_middle_budget", group["test_flops_fraction"])
+            add(*key, "early_exit_accuracy_at_middle_budget", group["test_early_exit_accuracy"])
     return {"middle_budget": middle, "numbers": numbers}
 
 
@@ -54,8 +54,10 @@ def tolerance(name: str, seed_std: float | None) -> float:
     return max(floor, seed_std or 0.0)
 
 
-def flatten(numbers: dict) -> dict[tuple[str, str, str], dict]:
-    return {(d, m, n): v for d, methods in numbers.items() for m, names in methods.items() for n, v in names.items()}
+def flatten(numbers: dict) -> dict[tuple[str, str, str, str], dict]:
+    """{(dataset, model, method, number): value} of a dataset → model → method → number nesting."""
+    return {(d, model, m, n): v for d, models in numbers.items() for model, methods in models.items()
+            for m, names in methods.items() for n, v in names.items()}
 
 
 def compare(expected: dict, got: dict) -> pd.DataFrame:
@@ -63,7 +65,7 @@ def compare(expected: dict, got: dict) -> pd.DataFrame:
     rows = []
     for key in sorted(set(want) | set(have)):
         e, g = want.get(key), have.get(key)
-        row = {"dataset": key[0], "method": key[1], "number": key[2],
+        row = {"dataset": key[0], "model": key[1], "method": key[2], "number": key[3],
                "expected": e["expected"] if e else None, "got": g["mean"] if g else None,
                "tolerance": e["tolerance"] if e else None}
         if e is None:
@@ -80,9 +82,9 @@ def format_table(table: pd.DataFrame) -> str:
     def num(value):
         return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
-    lines = [f"{'dataset':14s} {'method':12s} {'number':38s} {'expected':>9s} {'got':>9s} {'tol':>7s}  status"]
+    lines = [f"{'dataset':14s} {'model':20s} {'method':12s} {'number':38s} {'expected':>9s} {'got':>9s} {'tol':>7s}  status"]
     for r in table.itertuples():
-        lines.append(f"{r.dataset:14s} {r.method:12s} {r.number:38s} {num(r.expected):>9s} {num(r.got):>9s} "
+        lines.append(f"{r.dataset:14s} {r.model:20s} {r.method:12s} {r.number:38s} {num(r.expected):>9s} {num(r.got):>9s} "
                      f"{num(r.tolerance):>7s}  {r.status}")
     return "\n".join(lines)
 
@@ -105,9 +107,12 @@ def bless(headline_path: Path, expected_path: Path, profile: str) -> str:
     """Rewrite the expectations from the current headline; return the diff to review."""
     got = load(headline_path, "headline")
     before = expected_path.read_text() if expected_path.is_file() else ""
-    numbers = {d: {m: {n: {"expected": v["mean"], "tolerance": tolerance(n, v["seed_std"]), "seed_std": v["seed_std"],
-                           "seeds": v["seeds"]} for n, v in names.items() if v["mean"] is not None}
-                   for m, names in methods.items()} for d, methods in got["numbers"].items()}
+    numbers: dict = {}
+    for (d, model, m, n), v in flatten(got["numbers"]).items():
+        if v["mean"] is not None:
+            numbers.setdefault(d, {}).setdefault(model, {}).setdefault(m, {})[n] = {
+                "expected": v["mean"], "tolerance": tolerance(n, v["seed_std"]), "seed_std": v["seed_std"],
+                "seeds": v["seeds"]}
     expected = {"profile": profile, "middle_budget": got["middle_budget"], "tolerance_rule": TOLERANCE_RULE,
                 "versions": {"python": platform.python_version(), **package_versions()}, "numbers": numbers}
     write_json(expected_path, expected)

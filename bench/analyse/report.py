@@ -1,4 +1,5 @@
-"""results/REPORT.md, generated from the aggregated tables (and params.yaml for the settings)."""
+"""results/REPORT.md, generated from the aggregated tables (and params.yaml for the settings); every section is
+per dataset × model (bench/analyse/tables.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.analyse.tables import label, read_table, with_model
 from bench.io import write_csv, write_text
 
 
@@ -29,7 +31,8 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def headline(dataset: str, exits: pd.DataFrame, budgets: pd.DataFrame, unreached: dict | None = None) -> pd.DataFrame:
+def headline(dataset: str, model: str, exits: pd.DataFrame, budgets: pd.DataFrame,
+             unreached: dict | None = None) -> pd.DataFrame:
     """Per method: deepest-exit accuracy and, per tuned budget, accuracy, cost and early-exit accuracy; a budget
     that the method's exit policy cannot reach on some seeds is marked † k/n in its accuracy cell."""
     unreached = unreached or {}
@@ -45,7 +48,7 @@ def headline(dataset: str, exits: pd.DataFrame, budgets: pd.DataFrame, unreached
                 if metric in at.index:
                     row[f"@{budget:g}: {label}"] = fmt_ci(*at.loc[metric, ["mean", "ci_low", "ci_high"]], scale=scale,
                                                           digits=1 if "FLOPs" in label else 2)
-            missed = unreached.get((dataset, method, budget))
+            missed = unreached.get((dataset, model, method, budget))
             if missed and f"@{budget:g}: acc. (%)" in row:
                 row[f"@{budget:g}: acc. (%)"] += f" † {missed[0]}/{missed[1]}"
         rows.append(row)
@@ -53,18 +56,19 @@ def headline(dataset: str, exits: pd.DataFrame, budgets: pd.DataFrame, unreached
 
 
 def compute_section(runs: pd.DataFrame) -> list[str]:
-    """One table of compute: a row per method, its runs and mean training time per run on each dataset."""
-    runs = runs.assign(train_seconds=runs["seconds_per_epoch"] * runs["epochs"])
-    per = runs.groupby(["method", "dataset"]).agg(runs=("seed", "size"), seconds=("train_seconds", "mean"),
+    """One table of compute: a row per method, its runs and mean training time per run on each dataset × model."""
+    runs = runs.assign(train_seconds=runs["seconds_per_epoch"] * runs["epochs"],
+                       setting=[label(d, m) for d, m in zip(runs["dataset"], runs["model"])])
+    per = runs.groupby(["method", "setting"]).agg(runs=("seed", "size"), seconds=("train_seconds", "mean"),
                                                   epochs=("epochs", "first"))
     table = pd.DataFrame(index=sorted(runs["method"].unique()))
-    for dataset in sorted(runs["dataset"].unique()):
-        part = per.xs(dataset, level="dataset")
+    for dataset in sorted(runs["setting"].unique()):
+        part = per.xs(dataset, level="setting")
         table[f"{dataset}: runs × epochs"] = [f"{part.loc[m, 'runs']} × {part.loc[m, 'epochs']}" if m in part.index
                                               else "–" for m in table.index]
         table[f"{dataset}: s per run"] = [f"{part.loc[m, 'seconds']:.1f}" if m in part.index else "–" for m in table.index]
     table["total training (min)"] = (runs.groupby("method")["train_seconds"].sum() / 60).round(1).astype(str)
-    totals = runs.groupby("dataset")["train_seconds"].sum()
+    totals = runs.groupby("setting")["train_seconds"].sum()
     return ["## Compute", "",
             f"Training time per run, mean over seeds ({runs['threads'].iloc[0]} threads, {runs['device'].iloc[0]}; "
             "the evaluate and tune stages add a few seconds per run). Total training time: "
@@ -72,7 +76,7 @@ def compute_section(runs: pd.DataFrame) -> list[str]:
             markdown(table.rename_axis("method").reset_index()), ""]
 
 
-CLAIM_COLUMNS = ["claim", "dataset", "part", "comparison", "stated", "mean", "ci_low", "ci_high", "n", "unit",
+CLAIM_COLUMNS = ["claim", "dataset", "model", "part", "comparison", "stated", "mean", "ci_low", "ci_high", "n", "unit",
                  "verdict", "primary", "claim_verdict"]
 
 
@@ -100,7 +104,9 @@ def listing(items: list[str]) -> str:
 
 
 def verdict_summary(table: pd.DataFrame, claims: list[dict]) -> list[str]:
-    """The claim × dataset verdict table, generated from the claims table."""
+    """The claim × (dataset × model) verdict table, generated from the claims table."""
+    table = with_model(table, None)
+    table = table.assign(dataset=[label(d, m) for d, m in zip(table["dataset"], table["model"])])
     datasets = sorted(table["dataset"].unique())
     verdicts = table.groupby(["claim", "dataset"])["claim_verdict"].first()
     rows = [{"claim": c["id"], "as stated": " ".join(c["text"].split()),
@@ -109,11 +115,15 @@ def verdict_summary(table: pd.DataFrame, claims: list[dict]) -> list[str]:
 
 
 def discussion(table: pd.DataFrame, claims: list[dict]) -> list[str]:
-    """A short discussion generated from the verdicts: counts, then per claim what decided each verdict."""
+    """A short discussion generated from the verdicts: counts, then per claim what decided each verdict (each
+    dataset × model is named `dataset · model`)."""
+    table = with_model(table, None)
+    table = table.assign(dataset=[label(d, m) for d, m in zip(table["dataset"], table["model"])])
     verdicts = table.groupby(["claim", "dataset"])["claim_verdict"].first()
     counts = verdicts.value_counts()
     lines = ["## Discussion (generated from the verdicts)", "",
-             f"{len(claims)} claims tested on {table['dataset'].nunique()} datasets, {len(verdicts)} verdicts: "
+             f"{len(claims)} claims tested on {table['dataset'].nunique()} dataset × model settings, "
+             f"{len(verdicts)} verdicts: "
              + ", ".join(f"{counts.get(v, 0)} {v}" for v in ("supported", "not supported", "inconclusive", "not run"))
              + ".", ""]
     for claim in claims:
@@ -139,7 +149,7 @@ def discussion(table: pd.DataFrame, claims: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def claims_section(results: Path, claims_file: str | None) -> list[str]:
+def claims_section(results: Path, claims_file: str | None, params: dict | None = None) -> list[str]:
     """The claims table (also written to results/claims.csv) with its pre-registered rule, a summary of the
     verdicts and a discussion generated from them; nothing (and an empty claims.csv) without claims."""
     from bench.analyse.claims import MEASURES, __doc__ as rule, claims_table, load_claims
@@ -152,7 +162,7 @@ def claims_section(results: Path, claims_file: str | None) -> list[str]:
     missing = [f"results/{name}.csv" for name in names if not (results / f"{name}.csv").is_file()]
     if missing:
         return ["## Claims table", "", f"Not computed: {', '.join(missing)} missing (run `dvc repro aggregate`).", ""]
-    tables = {name: pd.read_csv(results / f"{name}.csv") for name in names}
+    tables = {name: read_table(results, name, params) for name in names}
     table = claims_table(tables, spec)
     write_csv(results / "claims.csv", table)
     sources = sorted({c.get("source", spec.get("source")) for c in spec["claims"]})
@@ -173,12 +183,13 @@ def claims_section(results: Path, claims_file: str | None) -> list[str]:
         shown = part.assign(part=[p + ("" if primary else " (secondary)") for p, primary in zip(part["part"], part["primary"])],
                             measured=[measured(r) for _, r in part.iterrows()],
                             **{c: part[c].map(lambda v: "" if pd.isna(v) else str(int(v))) for c in extra})
-        verdicts = ", ".join(f"{d}: **{v}**" for d, v in part.groupby("dataset")["claim_verdict"].first().items())
+        verdicts = ", ".join(f"{label(d, m)}: **{v}**"
+                             for (d, m), v in part.groupby(["dataset", "model"])["claim_verdict"].first().items())
         source = claim.get("source")
         lines += [f"### Claim {claim['id']}: {' '.join(claim['text'].split())}", "",
                   *([f"Source: {source}.", ""] if source else []), f"Verdict — {verdicts}", "",
                   *[f"{note}" for note in sorted(notes)], *([""] if notes else []),
-                  markdown(shown[["dataset", "part", "comparison", "stated", "measured", "n", *extra, "verdict"]]
+                  markdown(shown[["dataset", "model", "part", "comparison", "stated", "measured", "n", *extra, "verdict"]]
                            .rename(columns={"stated": "source states", "seeds_not_matched": "seeds not matched"})), ""]
     return lines + discussion(table, spec["claims"])
 
@@ -200,41 +211,46 @@ def figures_section(figures: Path) -> list[str]:
     return lines + [""]
 
 
-def unreached_budgets(results: Path) -> dict:
-    """(dataset, method, budget) → (seeds whose exit policy cannot reach the tuned budget, seeds), where any."""
+def unreached_budgets(results: Path, params: dict | None = None) -> dict:
+    """(dataset, model, method, budget) → (seeds whose exit policy cannot reach the tuned budget, seeds), where any."""
     from bench.analyse.figures import reached
 
     if not all((results / f"{name}.csv").is_file() for name in ("budgets", "operating_points")):
         return {}
-    budgets, points = pd.read_csv(results / "budgets.csv"), pd.read_csv(results / "operating_points.csv")
+    budgets, points = read_table(results, "budgets", params), read_table(results, "operating_points", params)
     tuned = budgets[(budgets["calibrator"] == "optuna_per_exit") & budgets["feasible"].astype(bool)]
     tuned = tuned.assign(missed=~reached(tuned, points[points["calibrator"] == "exact_single"]))
-    counts = tuned.groupby(["dataset", "method", "budget"])["missed"].agg(["sum", "size"])
+    counts = tuned.groupby(["dataset", "model", "method", "budget"])["missed"].agg(["sum", "size"])
     return {key: (int(r["sum"]), int(r["size"])) for key, r in counts.iterrows() if r["sum"] > 0}
 
 
 def write_report(results: Path, figures: Path, params: dict) -> Path:
-    exits = pd.read_csv(results / "summary_exits.csv")
-    budgets = pd.read_csv(results / "summary_budgets.csv")
-    runs = pd.read_csv(results / "runs.csv")
-    per_exit = pd.read_csv(results / "per_exit.csv")
-    significance = pd.read_csv(results / "significance.csv") if (results / "significance.csv").stat().st_size > 1 else pd.DataFrame()
+    from bench.config import models_of, setting
+
+    exits, budgets = read_table(results, "summary_exits", params), read_table(results, "summary_budgets", params)
+    runs, per_exit = read_table(results, "runs", params), read_table(results, "per_exit", params)
+    significance = read_table(results, "significance", params) if (results / "significance.csv").stat().st_size > 1 \
+        else pd.DataFrame()
     lines = ["# eebench report", "",
              "Generated by `eebench figures` from the aggregated tables in `results/`; do not edit by hand.", "",
              "## Setup", ""]
-    for dataset, group in runs.groupby("dataset"):
+    for (dataset, model), group in runs.groupby(["dataset", "model"]):
         first = group.iloc[0]
-        flops = per_exit[(per_exit["dataset"] == dataset)].groupby("exit")[["cumulative_flops", "cumulative_macs"]].first()
-        lines += [f"### {dataset}", "",
+        flops = per_exit[(per_exit["dataset"] == dataset) & (per_exit["model"] == model)].groupby("exit")[
+            ["cumulative_flops", "cumulative_macs"]].first()
+        section = params["train"].get(dataset, {})
+        known = "model" in section and model in ("", *models_of(params, dataset))
+        trained = setting(params, dataset, model or None) if known else section
+        lines += [f"### {label(dataset, model)}", "",
                   f"- splits: train {first['train_size']}, validation {first['val_size']} (thresholds are tuned here), "
                   f"test {first['test_size']} (reported only)",
-                  f"- training: `{params['train'].get(dataset, {})}`",
+                  f"- training: `{trained}`",
                   f"- methods: {', '.join(sorted(group['method'].unique()))}; seeds: {sorted(group['seed'].unique().tolist())}",
                   f"- cumulative cost per exit ({per_exit['flops_unit'].iloc[0]}; counter {per_exit['counter'].iloc[0]}): "
                   + ", ".join(f"exit {k}: {r.cumulative_flops:,} FLOPs = {r.cumulative_macs:,} MACs" for k, r in flops.iterrows()),
                   f"- mean time per epoch: {group['seconds_per_epoch'].mean():.1f} s "
                   f"(torch {first['torch']}, {first['threads']} threads, {first['device']}, commit {first['git_commit']})", ""]
-    failed = pd.read_csv(results / "failed_runs.csv") if (results / "failed_runs.csv").is_file() else pd.DataFrame()
+    failed = read_table(results, "failed_runs", params) if (results / "failed_runs.csv").is_file() else pd.DataFrame()
     if len(failed):
         lines += ["## Failed runs (excluded from every table)", "", markdown(failed), ""]
     lines += ["## Headline results", "",
@@ -243,23 +259,23 @@ def write_report(results: Path, figures: Path, params: dict) -> Path:
               "once to test. † k/n: on k of n seeds the method's exit policy cannot reach the budget (it has no "
               "operating point near it), so its cheapest operating point, well below the budget, is reported "
               "instead.", ""]
-    unreached = unreached_budgets(results)
-    for dataset in sorted(exits["dataset"].unique()):
-        lines += [f"### {dataset}", "", markdown(headline(dataset, exits[exits["dataset"] == dataset],
-                                                           budgets[budgets["dataset"] == dataset], unreached)), ""]
+    unreached = unreached_budgets(results, params)
+    for (dataset, model), part in exits.groupby(["dataset", "model"], sort=True):
+        mine = budgets[(budgets["dataset"] == dataset) & (budgets["model"] == model)]
+        lines += [f"### {label(dataset, model)}", "", markdown(headline(dataset, model, part, mine, unreached)), ""]
     lines += ["## Paired comparisons", "",
               f"Each method against `{params['analyse']['reference']}` on the same seeds: mean difference, effect size "
-              f"d_z, paired t-test p-value, Holm-corrected over each dataset's family, significant at α = "
+              f"d_z, paired t-test p-value, Holm-corrected over each dataset × model's family, significant at α = "
               f"{params['analyse']['alpha']} only with at least 3 paired seeds.", ""]
     if len(significance):
         table = significance.assign(**{"mean difference (pts)": (significance["mean_difference"] * 100).round(2),
                                        "p (Holm)": significance["p_holm"].round(4),
                                        "note": significance["note"].fillna("")})  # 5+ seeds: no note
-        lines += [markdown(table[["dataset", "comparison", "method", "n", "mean difference (pts)", "effect_size_dz",
+        lines += [markdown(table[["dataset", "model", "comparison", "method", "n", "mean difference (pts)", "effect_size_dz",
                                   "p (Holm)", "significant", "note"]].round(3)), ""]
     else:
         lines += ["No comparisons: the reference method or paired seeds are missing.", ""]
-    lines += claims_section(results, params["analyse"].get("claims"))
+    lines += claims_section(results, params["analyse"].get("claims"), params)
     lines += compute_section(runs)
     lines += figures_section(figures)
     return_path = results / "REPORT.md"

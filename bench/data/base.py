@@ -41,6 +41,9 @@ class DatasetSpec:
     prepare: Callable[[dict], PreparedSplits]
     prepare_defaults: dict
     augment: str
+    # one sample's shape (channels, height, width) as the model sees it, from the resolved prepare params;
+    # the cost tables count FLOPs on it and config validation checks the model accepts it
+    input_shape: Callable[[dict], tuple[int, int, int]]
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", discover=lambda: __import__("bench.data.catalog"))
@@ -129,7 +132,18 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def to(self, device: torch.device | str) -> "Split":
+        """Hold the inputs on `device`, so that batches are cut out there; labels stay on the CPU (predictions
+        are scored there). On the CPU this changes nothing."""
+        self.array = self.array.to(device)
+        if self.kind == "images":
+            self.mean, self.std = self.mean.to(device), self.std.to(device)
+        else:
+            self.cube, self.rows, self.cols = self.cube.to(device), self.rows.to(device), self.cols.to(device)
+        return self
+
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        idx = idx.to(self.array.device)
         if self.kind == "images":
             x = self.array[idx].to(torch.float32) * self.extra.get("scale", 1.0)
             return (x - self.mean) / self.std

@@ -80,4 +80,5 @@ register_dataset(DatasetSpec(
     prepare=prepare,
     prepare_defaults={"val_fraction": 0.1, "split_seed": 0, "subset": None},
     augment="translate_flip",
+    input_shape=lambda prepare: (1, 28, 28),
 ))

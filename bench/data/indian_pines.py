@@ -124,4 +124,5 @@ register_dataset(DatasetSpec(
     prepare=prepare,
     prepare_defaults=PREPARE_DEFAULTS,
     augment="dihedral",
+    input_shape=lambda prepare: (200, prepare["patch_size"], prepare["patch_size"]),  # 200 corrected bands
 ))

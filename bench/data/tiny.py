@@ -37,4 +37,5 @@ register_dataset(DatasetSpec(
     prepare_defaults={"n_train": 512, "n_val": 128, "n_test": 128, "noise": 1.0,
                       "split_seed": 0, "subset": None},
     augment="none",
+    input_shape=lambda prepare: (1, 8, 8),
 ))

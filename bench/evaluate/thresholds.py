@@ -24,14 +24,21 @@ def read_run_metrics(run_dir: Path) -> dict:
     return metrics
 
 
-def evaluate_run(run_dir: Path, policies: list[str], thresholds: list[float]) -> dict:
+def run_record(metrics: dict, model: str | None) -> dict:
+    """The run's key (dataset, model, method, seed) for its rows: the record's own, the model given by the caller
+    where a record (from before models were a grid axis) does not name it."""
+    run = metrics["run"]
+    return {"dataset": run["dataset"], "model": run.get("model", model), "method": run["method"], "seed": run["seed"]}
+
+
+def evaluate_run(run_dir: Path, policies: list[str], thresholds: list[float], model: str | None = None) -> dict:
     """The run's own summary (per-exit accuracy, exit costs, timing) plus one row per policy, split and
     threshold; the aggregate stage reads only these files. `thresholds` are positions in each policy's
     threshold range (0 → low, 1 → high): for max_softmax and entropy that is the threshold itself.
     Policies that need outputs the method does not produce (learned gates) are listed as skipped."""
     metrics = read_run_metrics(run_dir)
     if metrics.get("status") == "failed":
-        return {"status": "failed", "run": metrics["run"], "reason": metrics["reason"]}
+        return {"status": "failed", "run": run_record(metrics, model), "reason": metrics["reason"]}
     flops = metrics["exit_costs"]["flops"]
     logits = torch.load(run_dir / "logits.pt", weights_only=True)
     own = metrics["method"]["exit_policy"]
@@ -48,7 +55,7 @@ def evaluate_run(run_dir: Path, policies: list[str], thresholds: list[float]) ->
                 t = float(round(t)) if policy.integer else t
                 result = evaluate_policy(logits[split]["logits"], logits[split]["labels"],
                                          exit_indices(scores, t), flops)
-                rows.append({**metrics["run"], "policy": name, "own_policy": name == own, "threshold": t,
+                rows.append({**run_record(metrics, model), "policy": name, "own_policy": name == own, "threshold": t,
                              "split": split, **result})
     run = {key: metrics[key] for key in ("run", "num_exits", "exit_costs", "per_exit", "time", "method", "data",
                                          "settings", "environment")}

@@ -28,7 +28,7 @@ EXECUTORS: Registry = Registry("executor", discover=discover)
 @dataclass(frozen=True)
 class Outcome:
     """How one run ended: ok (metrics.json written with status ok) or failed (reason; log where there is one)."""
-    key: tuple[str, str, int]  # (dataset, method, seed)
+    key: tuple[str, str, str, int]  # (dataset, model, method, seed)
     ok: bool
     reason: str = ""
     log: str = ""
@@ -78,8 +78,8 @@ def report(outcomes: list[Outcome], out: Callable[[str], None] = print) -> None:
     failed = [o for o in outcomes if not o.ok]
     out(f"trained {len(outcomes) - len(failed)} run(s), {len(failed)} failed" if outcomes else "nothing to train: every run is done")
     if failed:
-        listed = "; ".join(f"{m}/{d}/s{s}: {o.reason}" + (f" (log {o.log})" if o.log else "")
-                           for o in failed for d, m, s in [o.key])
+        listed = "; ".join(f"{m}/{d}/{model}/s{s}: {o.reason}" + (f" (log {o.log})" if o.log else "")
+                           for o in failed for d, model, m, s in [o.key])
         raise BenchError(f"{len(failed)} run(s) failed: {listed}; fix the cause and rerun (done runs are kept)")
 
 

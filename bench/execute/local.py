@@ -8,14 +8,17 @@ from bench.execute import EXECUTORS, Outcome
 
 
 def label(run) -> str:
-    return f"{run.method}/{run.dataset}/s{run.seed}"
+    return f"{run.method}/{run.dataset}/{run.model}/s{run.seed}"
+
+
+def key(run) -> tuple[str, str, str, int]:
+    return run.dataset, run.model, run.method, run.seed
 
 
 def outcome(run, metrics: dict, log: str = "") -> Outcome:
-    key = (run.dataset, run.method, run.seed)
     if metrics.get("status") == "ok":
-        return Outcome(key, True, log=log, metrics=metrics)
-    return Outcome(key, False, str(metrics.get("reason", "no reason recorded")), log, metrics)
+        return Outcome(key(run), True, log=log, metrics=metrics)
+    return Outcome(key(run), False, str(metrics.get("reason", "no reason recorded")), log, metrics)
 
 
 @EXECUTORS.register("local")
@@ -39,9 +42,9 @@ class Local:
         for run in todo:
             progress.start(run, f"{label(run)} ({run.state}{': ' + run.reason if run.reason else ''})")
             try:
-                result = outcome(run, execute(params, run.dataset, run.method, run.seed, root, progress=verbose))
+                result = outcome(run, execute(params, *key(run), root, progress=verbose))
             except Exception as exc:  # noqa: BLE001 - one run's error must not stop the others
-                result = Outcome((run.dataset, run.method, run.seed), False, f"{type(exc).__name__}: {exc}")
+                result = Outcome(key(run), False, f"{type(exc).__name__}: {exc}")
             progress.finish(run, label(run) + ("" if result.ok else f": {result.reason}"), result.ok)
             outcomes.append(result)
         return outcomes

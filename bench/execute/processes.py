@@ -10,16 +10,16 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from bench.execute import EXECUTORS, Outcome
-from bench.execute.local import label, outcome
+from bench.execute.local import key, label, outcome
 
 LOGS = Path(".eebench") / "logs"
 
 
 def log_path(root: Path, run) -> Path:
-    return root / LOGS / f"{run.dataset}-{run.method}-s{run.seed}.log"
+    return root / LOGS / f"{run.dataset}-{run.model}-{run.method}-s{run.seed}.log"
 
 
-def work(params: dict, dataset: str, method: str, seed: int, root: str, log: str) -> dict:
+def work(params: dict, dataset: str, model: str, method: str, seed: int, root: str, log: str) -> dict:
     """One run in a worker process, its stdout and stderr (file descriptors 1 and 2) sent to `log`."""
     from bench.execute.unit import execute
 
@@ -29,7 +29,7 @@ def work(params: dict, dataset: str, method: str, seed: int, root: str, log: str
     with open(log, "w") as handle:
         os.dup2(handle.fileno(), 1), os.dup2(handle.fileno(), 2)
         try:
-            metrics = execute(params, dataset, method, seed, Path(root), progress=False, executor="processes")
+            metrics = execute(params, dataset, model, method, seed, Path(root), progress=False, executor="processes")
             return {"status": metrics.get("status"), "reason": metrics.get("reason", "")}
         except Exception as exc:  # noqa: BLE001 - reported as the run's failure, with its log
             import traceback
@@ -65,7 +65,7 @@ class Processes:
                 while waiting and len(running) < self.workers:  # feed the pool only as workers free up, so
                     run = waiting.pop(0)                        # "running" in the progress lines is exact
                     log = log_path(root, run)
-                    running[pool.submit(work, params, run.dataset, run.method, run.seed, str(root), str(log))] = run
+                    running[pool.submit(work, params, *key(run), str(root), str(log))] = run
                     progress.start(run, f"{label(run)} ({run.state}) log {log}")
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -74,7 +74,7 @@ class Processes:
                     try:
                         result = outcome(run, future.result(), log)
                     except Exception as exc:  # noqa: BLE001 - a worker that died (killed, out of memory)
-                        result = Outcome((run.dataset, run.method, run.seed), False,
+                        result = Outcome(key(run), False,
                                          f"worker died ({type(exc).__name__}: {exc})", log)
                     progress.finish(run, label(run) + ("" if result.ok else f": {result.reason} (log {log})"),
                                     result.ok)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.execute import EXECUTORS, Outcome
-from bench.execute.local import label
+from bench.execute.local import key, label
 
 LOGS = Path(".eebench") / "slurm"
 POLL_S = 1.0
 LOCAL_CLUSTER_CONF = Path(__file__).resolve().parents[2] / ".eebench" / "cluster" / "slurm.conf"  # make cluster
 
 
-def job(params: dict, dataset: str, method: str, seed: int, root: str) -> dict:
+def job(params: dict, dataset: str, model: str, method: str, seed: int, root: str) -> dict:
     """What one SLURM job runs (submitit pickles it by reference): the unit of work, with its timings."""
     import socket
 
@@ -31,7 +31,7 @@ def job(params: dict, dataset: str, method: str, seed: int, root: str) -> dict:
 
     started = time.time()
     job_id = submitit.JobEnvironment().job_id
-    metrics = execute(params, dataset, method, seed, Path(root), progress=False, executor="slurm", job_id=job_id)
+    metrics = execute(params, dataset, model, method, seed, Path(root), progress=False, executor="slurm", job_id=job_id)
     return {"status": metrics.get("status"), "reason": metrics.get("reason", ""), "job_id": job_id,
             "host": socket.gethostname(), "started": started, "finished": time.time()}
 
@@ -139,10 +139,10 @@ class Slurm:
         """Submit `runs` (several: one job array); a submission sbatch refuses is a one-line BenchError."""
         try:
             if len(runs) == 1:
-                jobs = [executor.submit(job, params, runs[0].dataset, runs[0].method, runs[0].seed, str(root))]
+                jobs = [executor.submit(job, params, *key(runs[0]), str(root))]
             else:
                 with executor.batch():
-                    jobs = [executor.submit(job, params, r.dataset, r.method, r.seed, str(root)) for r in runs]
+                    jobs = [executor.submit(job, params, *key(r), str(root)) for r in runs]
         except Exception as exc:  # noqa: BLE001 - submitit wraps sbatch's refusal in several types
             raise BenchError(f"SLURM refused the job(s): {first_line(exc)}; fix train.executor.slurm "
                              "(partition, time_min, cpus_per_task, mem_gb, additional_parameters) or the cluster") from None
@@ -186,10 +186,10 @@ class Slurm:
                     if j.paths.result_pickle.exists():
                         kind, value = pickle_load(j.paths.result_pickle)
                         if kind == "success" and value.get("status") == "ok":
-                            result = Outcome((run.dataset, run.method, run.seed), True, log=log, metrics=value)
+                            result = Outcome(key(run), True, log=log, metrics=value)
                         else:
                             reason = value.get("reason") if kind == "success" else first_line(value)
-                            result = Outcome((run.dataset, run.method, run.seed), False, str(reason), log)
+                            result = Outcome(key(run), False, str(reason), log)
                     elif job_id in alive:
                         continue
                     else:  # gone from the queue without a result: it died
@@ -208,7 +208,7 @@ class Slurm:
                                           f"resubmitted as job {new.job_id} (retry {retries[id(run)]}/"
                                           f"{self.settings['max_retries']}), it resumes from the last checkpoint")
                             continue
-                        result = Outcome((run.dataset, run.method, run.seed), False,
+                        result = Outcome(key(run), False,
                                          f"job {job_id} ended {state} without a result, {retries[id(run)]} "
                                          "resubmission(s) used", log)
                     watching.pop(job_id, None)

@@ -5,10 +5,46 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bench.errors import BenchError
 from bench.registry import Registry
 
 MODELS: Registry = Registry("model")
-register_model = MODELS.register
+Shape = tuple  # (channels, height, width); in a model's input shape None means any size
+
+
+def register_model(name: str, input_shape: Shape):
+    """Register a model builder under `name` with the input shape (channels, height, width) it is built for;
+    None in a position accepts any size there. Config validation and the cost tables read it."""
+    if len(input_shape) != 3 or not all(d is None or (isinstance(d, int) and d >= 1) for d in input_shape):
+        raise ValueError(f"model {name!r}: input_shape must be (channels, height, width) of ints >= 1 or None")
+
+    def add(builder):
+        builder.input_shape = tuple(input_shape)
+        return MODELS.register(name)(builder)
+
+    return add
+
+
+def input_shape(name: str) -> Shape:
+    return MODELS.get(name, where="train.<dataset>.model.name").input_shape
+
+
+def accepts(name: str, shape: Shape) -> bool:
+    """Whether model `name` is built for samples of shape (channels, height, width)."""
+    want = input_shape(name)
+    return len(shape) == len(want) and all(w is None or w == s for w, s in zip(want, shape))
+
+
+def shape_text(shape: Shape) -> str:
+    return "×".join("any" if d is None else str(d) for d in shape)
+
+
+def check_input_shape(name: str, shape: Shape, where: str) -> None:
+    """One-line BenchError naming `where` when model `name` is not built for samples of `shape`."""
+    if not accepts(name, shape):
+        fits = [m for m in MODELS.names() if accepts(m, shape)]
+        raise BenchError(f"{where} = {name!r} is built for {shape_text(input_shape(name))} inputs, but the dataset's "
+                         f"samples are {shape_text(shape)}; use a model that accepts them: {', '.join(fits) or 'none'}")
 
 
 class MultiExitNet(nn.Module):
@@ -71,7 +107,7 @@ def conv_multi_exit(in_channels: int, num_classes: int, widths: list[int], head_
     return MultiExitNet(blocks, heads)
 
 
-@register_model("fmnist_cnn")
+@register_model("fmnist_cnn", input_shape=(None, 28, 28))
 def fmnist_cnn(in_channels: int, num_classes: int, widths: list[int] = (32, 64, 128), head_width: int = 64,
                convs_per_block: int = 1) -> MultiExitNet:
     """28×28 grey images: pooled blocks (28 → 14 → 7 → 3)."""
@@ -79,7 +115,7 @@ def fmnist_cnn(in_channels: int, num_classes: int, widths: list[int] = (32, 64, 
                            convs_per_block=convs_per_block)
 
 
-@register_model("spectral_spatial_cnn")
+@register_model("spectral_spatial_cnn", input_shape=(None, None, None))
 def spectral_spatial_cnn(in_channels: int, num_classes: int, widths: list[int] = (64, 96, 128),
                          head_width: int = 64, spectral_stem: int = 64, convs_per_block: int = 1) -> MultiExitNet:
     """Hyperspectral patches (bands × p × p): 1×1 spectral reduction, then 3×3 spatial blocks, no pooling
@@ -88,10 +124,21 @@ def spectral_spatial_cnn(in_channels: int, num_classes: int, widths: list[int] =
                            convs_per_block=convs_per_block, spectral_stem=spectral_stem)
 
 
-@register_model("tiny_cnn")
+@register_model("tiny_cnn", input_shape=(None, 8, 8))
 def tiny_cnn(in_channels: int, num_classes: int, widths: list[int] = (8, 16, 16), head_width: int = 8) -> MultiExitNet:
     """8×8 synthetic images, for smoke runs and tests."""
     return conv_multi_exit(in_channels, num_classes, list(widths), head_width, pool=[True, True, False])
+
+
+@register_model("tiny_mlp", input_shape=(None, 8, 8))
+def tiny_mlp(in_channels: int, num_classes: int, widths: list[int] = (32, 32)) -> MultiExitNet:
+    """8×8 synthetic images, flattened: block k is linear-ReLU, exit k a linear head after it (a second
+    model for the tiny dataset, for studies and tests with several models per dataset)."""
+    blocks, features = [], in_channels * 8 * 8
+    for k, width in enumerate(widths):
+        blocks.append(nn.Sequential(*([nn.Flatten()] if k == 0 else []), nn.Linear(features, width), nn.ReLU()))
+        features = width
+    return MultiExitNet(blocks, [nn.Linear(w, num_classes) for w in widths])
 
 
 def build_model(name: str, in_channels: int, num_classes: int, params: dict) -> MultiExitNet:

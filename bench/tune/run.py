@@ -11,7 +11,7 @@ import optuna
 import pandas as pd
 import torch
 
-from bench.evaluate.thresholds import read_run_metrics
+from bench.evaluate.thresholds import read_run_metrics, run_record
 from bench.evaluate.policies import POLICIES
 from bench.io import atomic_path, write_csv, write_json
 from bench.tune.cached import CachedSplit
@@ -84,14 +84,15 @@ def dense_operating_points(val: CachedSplit, test: CachedSplit, run: dict, polic
     return frame
 
 
-def tune_run(run_dir: Path, out_dir: Path, params: dict, seed: int, study_dir: Path | None = None) -> dict:
+def tune_run(run_dir: Path, out_dir: Path, params: dict, seed: int, study_dir: Path | None = None,
+             model: str | None = None) -> dict:
     study_dir = study_dir or out_dir
     failure = read_run_metrics(run_dir)
     if failure.get("status") == "failed":  # nothing to tune; the aggregate reports the run as failed
         for name in ("pareto.csv", "operating_points.csv"):
-            write_csv(out_dir / name, pd.DataFrame(columns=["dataset", "method", "seed"]))
+            write_csv(out_dir / name, pd.DataFrame(columns=["dataset", "model", "method", "seed"]))
         persist_studies([], study_dir, params["storage"])
-        result = {"status": "failed", "run": failure["run"], "reason": failure["reason"], "budgets": []}
+        result = {"status": "failed", "run": run_record(failure, model), "reason": failure["reason"], "budgets": []}
         write_json(out_dir / "tuning.json", result)
         return result
     val, test, metrics = load_splits(run_dir, params["policy"])
@@ -143,9 +144,10 @@ def tune_run(run_dir: Path, out_dir: Path, params: dict, seed: int, study_dir: P
             row["val_risk"] = float(prediction_gap(val, threshold).mean())
             risk.append(row)
 
-    frame = pd.concat([dense_operating_points(val, test, metrics["run"], policy_name, params["pareto_budgets"],
+    run = run_record(metrics, model)
+    frame = pd.concat([dense_operating_points(val, test, run, policy_name, params["pareto_budgets"],
                                               params["reach_tolerance"], budgets, curve)]
-                      + [dense_operating_points(*load_splits(run_dir, name)[:2], metrics["run"], name,
+                      + [dense_operating_points(*load_splits(run_dir, name)[:2], run, name,
                                                 params["pareto_budgets"], params["reach_tolerance"])
                          for name in params["reference_policies"] if name != policy_name], ignore_index=True)
     own = frame[frame["policy"] == policy_name]
@@ -153,7 +155,7 @@ def tune_run(run_dir: Path, out_dir: Path, params: dict, seed: int, study_dir: P
     write_csv(out_dir / "operating_points.csv", frame)
 
     persist_studies(studies, study_dir, params["storage"])
-    result = {"status": "ok", "run": metrics["run"], "policy": policy_name, "flops_unit": metrics["exit_costs"]["unit"],
+    result = {"status": "ok", "run": run, "policy": policy_name, "flops_unit": metrics["exit_costs"]["unit"],
               "exit_flops": metrics["exit_costs"]["flops"], "budgets": budgets, "risk_control": risk,
               "exact_sweep_seconds": exact_seconds, "curve_points": int(len(curve["threshold"]))}
     write_json(out_dir / "tuning.json", result)
