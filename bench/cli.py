@@ -54,6 +54,7 @@ def cmd_train(args, params) -> None:
     import shutil
 
     from bench.execute import executor_settings, run_all, with_threads
+    from bench.artefacts import regenerate
     from bench.io import read_json
     from bench.paths import run_dir
     from bench.plan import MARKER, plan_grid
@@ -81,8 +82,8 @@ def cmd_train(args, params) -> None:
     for outcome in run_all(params, runs, Path("."), settings, out=lambda line: print(line, flush=True),
                            verbose=not args.quiet):
         dataset, method, seed = outcome.key
-        metrics = read_json(run_dir(dataset, method, seed) / "metrics.json") if outcome.ok or \
-            (run_dir(dataset, method, seed) / "metrics.json").is_file() else {}
+        record = run_dir(dataset, method, seed) / "metrics.json"
+        metrics = read_json(record, regenerate(record)) if outcome.ok or record.is_file() else {}
         if metrics.get("status") == "failed":  # recorded; later stages report the run as failed
             continue
         if not outcome.ok:  # no record: a crash, a killed worker, a job that died for good
@@ -369,6 +370,11 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[args.command](args, params)
     except BenchError as exc:
         print(f"eebench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only folder, a missing input: the file and the fix, one line
+        from bench.artefacts import os_error
+
+        print(f"eebench: error: {os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("eebench: interrupted", file=sys.stderr)

@@ -173,11 +173,11 @@ def cost_tables() -> str:
 def headline_table(results: Path | None = None) -> str:
     """Per dataset × method: deepest-exit test accuracy and test accuracy at the middle tuned budget
     (mean [95 % interval] over seeds), from results/summary_exits.csv and results/summary_budgets.csv."""
-    import pandas as pd
+    from bench.artefacts import read_table
 
     results = results or ROOT / "results"
-    exits = pd.read_csv(results / "summary_exits.csv")
-    budgets = pd.read_csv(results / "summary_budgets.csv")
+    exits = read_table(results / "summary_exits.csv")
+    budgets = read_table(results / "summary_budgets.csv")
     exits = exits[exits.metric == "test_accuracy"]
     deepest = exits[exits.exit == exits.groupby(["dataset", "method"]).exit.transform("max")]
     levels = sorted(budgets.budget.unique())

@@ -8,9 +8,10 @@ import pandas as pd
 
 from bench.analyse.headline import headline
 from bench.analyse.stats import holm, paired_test, t_interval
+from bench.artefacts import regenerate
 from bench.config import seeds_of
 from bench.errors import BenchError
-from bench.io import read_json, write_csv, write_json
+from bench.io import read_csv, read_json, write_csv, write_json
 from bench.paths import RESULTS, eval_path, tune_dir
 
 BUDGET_METRICS = ("test_accuracy", "test_flops_fraction", "test_expected_flops", "test_early_exit_accuracy")
@@ -30,6 +31,14 @@ def required(path):
     return path
 
 
+def read_record(path) -> dict:
+    """A stage's JSON record (eval JSON, tuning.json); a damaged one names the command that rewrites it."""
+    record = read_json(required(path), regenerate(path))
+    if not isinstance(record, dict):
+        raise BenchError(f"{path} is not a stage record (a JSON object); {regenerate(path)}")
+    return record
+
+
 CSV_PER_RUN = ("pareto", "operating_points")  # written by each tune stage, concatenated as they are
 
 
@@ -39,7 +48,7 @@ def collect(grid: dict) -> dict[str, pd.DataFrame]:
                                                      "failed_runs")}
     for dataset, method, seed in grid_runs(grid):
         key = {"dataset": dataset, "method": method, "seed": seed}
-        evaluation = read_json(required(eval_path(dataset, method, seed)))
+        evaluation = read_record(eval_path(dataset, method, seed))
         if evaluation.get("status") == "failed":  # reported, never averaged in
             tables["failed_runs"].append({**key, "reason": evaluation["reason"]})
             continue
@@ -64,7 +73,7 @@ def collect(grid: dict) -> dict[str, pd.DataFrame]:
         tables["threshold_curves"].extend(evaluation["rows"])
         tables["grad_stats"].extend({**key, **row} for row in evaluation["grad_stats"])
         folder = tune_dir(dataset, method, seed)
-        tuning = read_json(required(folder / "tuning.json"))
+        tuning = read_record(folder / "tuning.json")
         for row in tuning["budgets"]:
             base = {**key, "policy": tuning["policy"], "budget": row["budget"], "calibrator": row["calibrator"],
                     "feasible": row["feasible"], "reached": row["reached"], "reachable_cost": row["reachable_cost"]}
@@ -77,7 +86,8 @@ def collect(grid: dict) -> dict[str, pd.DataFrame]:
                 base["test_cost_minus_budget"] = row["test_cost_minus_budget"]
             tables["budgets"].append(base)
         for name in CSV_PER_RUN:
-            tables[name].append(pd.read_csv(required(folder / f"{name}.csv")))
+            path = required(folder / f"{name}.csv")
+            tables[name].append(read_csv(path, regenerate(path)))
     frames = {name: pd.DataFrame(rows) for name, rows in tables.items() if name not in CSV_PER_RUN}
     frames["failed_runs"] = pd.DataFrame(tables["failed_runs"], columns=["dataset", "method", "seed", "reason"])
     if frames["per_exit"].empty:

@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.analyse.stats import t_interval  # noqa: E402
+from bench.artefacts import read_table  # noqa: E402
 from bench.io import atomic_path  # noqa: E402
 from bench.tune.pareto import pareto_mask  # noqa: E402
 
@@ -318,7 +319,7 @@ def figure_calibration(dataset: str, calibration: pd.DataFrame, exits: pd.DataFr
 def make_figures(results: Path, folder: Path, analyse: dict | None = None) -> list[Path]:
     """Every figure of every dataset; `analyse` (params.yaml's section) chooses the methods of each figure."""
     style()
-    tables = {name: pd.read_csv(results / f"{name}.csv") for name in
+    tables = {name: read_table(results / f"{name}.csv") for name in
               ("summary_budgets", "summary_exits", "grad_stats", "calibration", "per_exit", "operating_points", "runs")}
     styles = method_styles(sorted(tables["summary_exits"]["method"].unique()))  # one palette for the whole study
     paths = []

@@ -11,6 +11,15 @@ def label(run) -> str:
     return f"{run.method}/{run.dataset}/s{run.seed}"
 
 
+def failure(exc: Exception) -> str:
+    """A run's crash in one line: an OSError names the file and the fix (a full disk, a read-only folder)."""
+    if isinstance(exc, OSError):
+        from bench.artefacts import os_error
+
+        return str(os_error(exc))
+    return f"{type(exc).__name__}: {exc}"
+
+
 def outcome(run, metrics: dict, log: str = "") -> Outcome:
     key = (run.dataset, run.method, run.seed)
     if metrics.get("status") == "ok":
@@ -41,7 +50,7 @@ class Local:
             try:
                 result = outcome(run, execute(params, run.dataset, run.method, run.seed, root, progress=verbose))
             except Exception as exc:  # noqa: BLE001 - one run's error must not stop the others
-                result = Outcome((run.dataset, run.method, run.seed), False, f"{type(exc).__name__}: {exc}")
+                result = Outcome((run.dataset, run.method, run.seed), False, failure(exc))
             progress.finish(run, label(run) + ("" if result.ok else f": {result.reason}"), result.ok)
             outcomes.append(result)
         return outcomes
