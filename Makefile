@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export DVC_DAEMON := 0
 
-.PHONY: venv data repro costs figures smoke test regress bless clean-smoke cluster cluster-stop
+.PHONY: venv data repro costs figures smoke test regress bless clean-smoke cluster cluster-stop cifar-smoke
 .PHONY: test-fast docs docs-serve readme dashboard
 
 $(STAMP): pyproject.toml
@@ -91,6 +91,11 @@ dashboard: $(VENV)/.dashboard-installed
 
 # CI regression of the headline numbers: the `ci` profile through the real pipeline, then a comparison
 # with tests/regression/expected.json (exit 1 on a regression). `make bless` rewrites the expectations.
+# CIFAR-10/100 end to end without a CIFAR copy (CI runs it): synthetic tarballs in the canonical format, the
+# authors' ResNets for one epoch, then tune, aggregate, figures and the report (profiles/cifar_smoke.yaml).
+cifar-smoke: venv
+	eebench study --profile cifar_smoke --dir .cifar-smoke
+
 regress: venv data
 	eebench study --profile ci --dir .ci-profile
 	eebench regress --headline .ci-profile/results/headline.json --expected tests/regression/expected.json

@@ -78,17 +78,17 @@ def cmd_train(args, params) -> None:
     """Train the runs of one (dataset, method) that the plan says are not done; done runs are left untouched
     (not even their checkpoints are read), so their outputs stay byte-identical."""
     from bench.execute import executor_settings, run_all, with_threads
+    from bench.artefacts import regenerate
     from bench.io import read_json
     from bench.paths import run_dir
     from bench.plan import MARKER, plan_grid
 
     seeds = stage_seeds(args, params)
     models = stage_models(args, params)
-    from bench.data.base import prepare_fix
+    from bench.data.base import require_prepared
     from bench.paths import DATASETS
 
-    if not (DATASETS / args.dataset / "manifest.json").is_file():  # one line before any executor starts
-        raise BenchError(f"prepared dataset {DATASETS / args.dataset} is missing; {prepare_fix(args.dataset)}")
+    require_prepared(args.dataset, DATASETS)  # one line before any executor starts
     settings = executor_settings(params, args.executor, args.workers)  # the seeds through train.executor
     params = with_threads(params, settings)
     clean_before_writing(*(run_dir(args.dataset, model, args.method, seed) for model in models for seed in seeds))
@@ -105,8 +105,8 @@ def cmd_train(args, params) -> None:
     for outcome in run_all(params, runs, Path("."), settings, out=lambda line: print(line, flush=True),
                            verbose=not args.quiet):
         dataset, model, method, seed = outcome.key
-        metrics = read_json(run_dir(dataset, model, method, seed) / "metrics.json") if outcome.ok or \
-            (run_dir(dataset, model, method, seed) / "metrics.json").is_file() else {}
+        record = run_dir(dataset, model, method, seed) / "metrics.json"
+        metrics = read_json(record, regenerate(record)) if outcome.ok or record.is_file() else {}
         if metrics.get("status") == "failed":  # recorded; later stages report the run as failed
             continue
         if not outcome.ok:  # no record: a crash, a killed worker, a job that died for good
@@ -398,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[args.command](args, params)
     except BenchError as exc:
         print(f"eebench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only folder, a missing input: the file and the fix, one line
+        from bench.artefacts import os_error
+
+        print(f"eebench: error: {os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("eebench: interrupted", file=sys.stderr)

@@ -1,19 +1,22 @@
 """The plan: every run of the grid with its state, from small files only (metrics.json, RUNNING.json), never a
 checkpoint. `done` = finished with the identity the run has now; `stale` = finished or failed with another
-identity (the reason names what changed); `missing`; `failed` (the failure record's reason); `running` (a live
-RUNNING.json marker). `eebench train` executes what is not done, `eebench plan` shows it."""
+identity (the reason names what changed, or that metrics.json is damaged); `missing`; `failed` (the failure
+record's reason, or a trainer gone without finishing: a SLURM job no longer in the queue, a dead pid, a damaged
+marker); `running` (a RUNNING.json marker whose SLURM job or pid still lives). `eebench train` executes what is
+not done, `eebench plan` shows it."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import models_of, seeds_of, setting
+from bench.errors import BenchError
 from bench.identity import (COMPONENTS, code_identity, compose, data_identity, dataset_module, method_module,
                             run_key, sha256_json, why_different)
+from bench.io import read_json
 from bench.paths import run_dir
 
 STATES = ("done", "stale", "missing", "failed", "running")
@@ -47,35 +50,52 @@ def pid_alive(pid: object) -> bool:
     return True
 
 
-def running_reason(folder: Path) -> str | None:
-    """Why the run is being trained now, from its RUNNING.json marker; None when no live marker: a marker with a
-    job id is trusted (its executor clears it), one with a pid only while that pid lives on this host."""
+def marker_state(folder: Path, jobs=None) -> tuple[str, str] | None:
+    """What the run's RUNNING.json marker says: ("running", who) while its trainer lives (a SLURM job still queued or
+    running, or a pid alive on this host); ("gone", why) when that job or process no longer exists or the marker is
+    damaged; None without a marker (or with a pid on another host, which cannot be checked from here). `jobs`: a
+    bench.execute.slurm.JobCheck, shared by the runs of one plan."""
+    path = folder / MARKER
+    unknown = "so whether a process still trains this run is unknown; `eebench run` retrains it"
     try:
-        marker = json.loads((folder / MARKER).read_text())
-    except (FileNotFoundError, NotADirectoryError, ValueError):
+        marker = read_json(path)
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except (BenchError, OSError):
+        return "damaged", f"{MARKER} is damaged (not a JSON record), {unknown}"
     if not isinstance(marker, dict):
-        return None
+        return "damaged", f"{MARKER} is not a marker record, {unknown}"
     since = f"since {marker.get('started')}"
+    executor = marker.get("executor", "local")
     if marker.get("job_id"):
-        return f"{marker.get('executor', 'executor')} job {marker['job_id']} {since}"
-    if marker.get("host") == socket.gethostname() and pid_alive(marker.get("pid")):
-        return f"pid {marker['pid']} on {marker['host']} ({marker.get('executor', 'local')}) {since}"
-    return None
+        if jobs is None:
+            from bench.execute.slurm import JobCheck
+
+            jobs = JobCheck()
+        kind, detail = jobs.status(str(marker["job_id"]))
+        if kind == "gone":
+            return "gone", f"SLURM job {marker['job_id']} is gone ({detail})"
+        state = f"{detail}, " if kind == "alive" else ""
+        note = f"; state unknown: {detail}" if kind == "unknown" else ""
+        return "running", f"{executor} job {marker['job_id']} ({state}{since}{note})"
+    if marker.get("host") != socket.gethostname():
+        return None
+    if pid_alive(marker.get("pid")):
+        return "running", f"pid {marker['pid']} on {marker['host']} ({executor}) {since}"
+    return "gone", f"pid {marker.get('pid')} on {marker['host']} is gone (its {executor} run was stopped {since})"
 
 
-def run_state(folder: Path, identity: dict, dataset: str, method: str) -> tuple[str, str]:
-    """(state, reason) of one run folder against the identity it would have now."""
-    running = running_reason(folder)
-    if running is not None:
-        return "running", running
+def record_state(folder: Path, identity: dict, dataset: str, method: str) -> tuple[str, str]:
+    """(state, reason) from the run's metrics.json against the identity it would have now."""
     try:
-        record = json.loads((folder / "metrics.json").read_bytes())
+        record = read_json(folder / "metrics.json", "`eebench run` (or the train stage) retrains it")
     except FileNotFoundError:
         partial = (folder / "checkpoint.pt").is_file()
         return "missing", "unfinished: checkpoint.pt kept (resumed if its identity matches)" if partial else "never trained"
-    except (OSError, ValueError):
-        return "stale", "metrics.json unreadable"
+    except BenchError as exc:
+        return "stale", f"metrics.json damaged: {exc}"
+    except OSError as exc:
+        return "stale", f"metrics.json unreadable ({exc.strerror or exc.__class__.__name__})"
     if not isinstance(record, dict):
         return "stale", "metrics.json is not a run record"
     if record.get("status") == "failed":
@@ -86,15 +106,36 @@ def run_state(folder: Path, identity: dict, dataset: str, method: str) -> tuple[
     return "stale", why_different(recorded, identity, dataset, method)
 
 
+def run_state(folder: Path, identity: dict, dataset: str, method: str, jobs=None) -> tuple[str, str]:
+    """(state, reason) of one run folder: `running` while a live trainer holds its marker, otherwise what its
+    metrics.json says; a trainer that is gone (or a damaged marker) is named in the reason of a run it did not
+    finish, which is `failed` when it left something (a checkpoint, a damaged marker) and `missing` when not."""
+    marker = marker_state(folder, jobs)
+    if marker is not None and marker[0] == "running":
+        return marker
+    state, reason = record_state(folder, identity, dataset, method)
+    if marker is None or state == "done":  # finished: a marker left by a kill after the last write is harmless
+        return state, reason
+    why = marker[1]
+    if state == "missing":
+        if marker[0] == "damaged" or (folder / "checkpoint.pt").is_file():
+            return "failed", f"{why}; {reason}"
+        return "missing", f"{why}; nothing written"
+    return state, f"{why}; {reason}"
+
+
 def plan_grid(params: dict, root: Path = Path("."), datasets: list[str] | None = None,
               methods: list[str] | None = None, seeds: list[int] | None = None,
               models: list[str] | None = None) -> list[PlannedRun]:
     """Every run of validated `params`' grid (or of the given datasets / methods / seeds / models instead of the
     grid's; a model filter keeps each dataset's models among them) with its state. Each (method, dataset) code
     closure is hashed once, each dataset's manifest read once, each (dataset, model) setting hashed once."""
+    from bench.execute.slurm import JobCheck
+
     grid = params["grid"]
     runs = []
     codes: dict[tuple[str, str], tuple[dict, str]] = {}
+    jobs = JobCheck()  # asks SLURM only about the jobs that markers name
     closures: dict[str, list[Path]] = {}
     for dataset in datasets or grid["datasets"]:
         data = data_identity(dataset, root)
@@ -114,7 +155,7 @@ def plan_grid(params: dict, root: Path = Path("."), datasets: list[str] | None =
                                   "code": code}
                     identity = compose(components, known)
                     folder = root / run_dir(dataset, model, method, seed)
-                    state, reason = run_state(folder, identity, dataset, method)
+                    state, reason = run_state(folder, identity, dataset, method, jobs)
                     runs.append(PlannedRun(dataset, model, method, seed, state, reason, folder, identity["digest"]))
     return runs
 

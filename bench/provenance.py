@@ -1,8 +1,11 @@
 """Which code produced a result: the git commit, a SHA-256 of any uncommitted changes, and the check that
 `make repro` runs so that a study is not produced from uncommitted code by accident.
 
-The diff's hash covers `git diff HEAD --binary` (every tracked file's change, staged or not) and the path and
-content of every untracked file git does not ignore, so two dirty trees with the same hash hold the same code.
+Both cover only the code and configuration that shape results (RESULT_SHAPING): a tree whose only change is
+elsewhere (the `dvc.lock` that `dvc repro` rewrites after every stage, docs, figures) records the bare commit. The
+diff's hash covers `git diff HEAD --binary` of those paths (every tracked file's change, staged or not) and the path
+and content of every untracked file there that git does not ignore, so two dirty trees with the same hash hold the
+same result-shaping code.
 """
 
 from __future__ import annotations
@@ -39,13 +42,15 @@ def changed_files(root: Path, paths: tuple[str, ...] = ()) -> list[str]:
     return sorted({line for line in (tracked + b"\n" + untracked).decode().splitlines() if line})
 
 
-def diff_sha256(root: Path) -> str | None:
-    """SHA-256 of the uncommitted changes (tracked diff plus untracked files' names and content); None if clean."""
-    if not changed_files(root):
+def diff_sha256(root: Path, paths: tuple[str, ...] = RESULT_SHAPING) -> str | None:
+    """SHA-256 of the uncommitted changes under `paths` (tracked diff plus untracked files' names and content);
+    None if those paths are clean."""
+    if not changed_files(root, paths):
         return None
     digest = hashlib.sha256()
-    digest.update(git(["diff", "HEAD", "--binary", "--no-renames", "--no-color", "--no-ext-diff"], root) or b"")
-    untracked = (git(["ls-files", "--others", "--exclude-standard", "-z"], root) or b"").split(b"\0")
+    spec = ["--", *paths]
+    digest.update(git(["diff", "HEAD", "--binary", "--no-renames", "--no-color", "--no-ext-diff", *spec], root) or b"")
+    untracked = (git(["ls-files", "--others", "--exclude-standard", "-z", *spec], root) or b"").split(b"\0")
     for name in sorted(n for n in untracked if n):
         digest.update(b"\0untracked\0" + name + b"\0")
         path = root / name.decode()
@@ -59,7 +64,7 @@ def diff_sha256(root: Path) -> str | None:
 
 
 def git_state(cwd: Path | str | None = None) -> dict:
-    """{"git_commit": sha[-dirty] or "unknown", "git_diff_sha256": hex when dirty, else None}."""
+    """{"git_commit": sha[-dirty] or "unknown", "git_diff_sha256": hex when result-shaping code is dirty, else None}."""
     root = repo_root(cwd)
     sha = (git(["rev-parse", "HEAD"], root) or b"").decode().strip() if root else ""
     if not sha:

@@ -3,8 +3,8 @@ numbers equal closed forms (tests/test_flops.py) and an independent hook count."
 
 import copy
 
-import numpy as np
 import pytest
+import torch
 
 from bench.analyse.costs import COSTS_END, COSTS_START, cost_rows, cost_table, current_block, replace_block, sample_shape
 from bench.cli import main
@@ -75,7 +75,7 @@ def test_sample_shapes_cover_every_dataset_and_match_prepared_data(tmp_path, par
         assert len(shape) == 3 and all(isinstance(d, int) and d >= 1 for d in shape), (name, shape)
     assert sample_shape("indian_pines", {"patch_size": 9}) == (200, 9, 9)
     prepare_dataset("tiny", params["prepare"]["tiny"], tmp_path)
-    batch = load_prepared("tiny", tmp_path).splits["train"].batch(np.arange(2))
+    batch = load_prepared("tiny", tmp_path).splits["train"].batch(torch.arange(2))
     assert tuple(batch.shape[1:]) == sample_shape("tiny", params["prepare"]["tiny"])
 
 

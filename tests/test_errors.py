@@ -45,7 +45,7 @@ BAD_PARAMS = [
     (("grid", "methods"), ["joint", "nosuch"], ["unknown method 'nosuch'", "grid.methods", "branchynet, cascade_aware"]),
     (("grid", "datasets"), ["mnist"], ["unknown dataset 'mnist'", "fashion_mnist, indian_pines, tiny"]),
     (("grid", "seeds"), [], ["grid.seeds", "non-empty"]),
-    (("grid", "colour"), "red", ["unknown parameter grid.colour", "valid keys: datasets, extra_seed_methods, extra_seeds, methods, seeds"]),
+    (("grid", "colour"), "red", ["unknown parameter grid.colour", "valid keys: datasets, extra_seed_methods, extra_seeds, methods, models, seeds"]),
     (("methods", "joint", "label_smothing"), 0.1, ["unknown parameter methods.joint.label_smothing", "label_smoothing"]),
     (("methods", "branchynet", "weights"), "heavy", ["methods.branchynet.weights must be list, got str"]),
     (("train", "tiny", "epochs"), 2.5, ["train.tiny.epochs must be int, got float"]),

@@ -76,7 +76,7 @@ def test_every_model_counts_match_hook_reference(name):
     shape = tuple(fill if d is None else d for d, fill in zip(input_shape(name), (3, 7, 7)))
     model = build_model(name, shape[0], 5, {})
     costs = exit_costs(model, shape)
-    assert model.num_exits >= 3
+    assert model.num_exits >= 2  # tiny_mlp has 2 exits, the others 3 or more
     assert costs["flops"] == [hook_count(model, shape, k) for k in range(model.num_exits)]
     assert costs["flops"] == sorted(costs["flops"]) and len(set(costs["flops"])) == model.num_exits
 

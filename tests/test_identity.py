@@ -246,7 +246,7 @@ def test_an_entry_point_method_runs_through_the_real_pipeline(tmp_path, tiny_par
     dvc(folder, "repro")
     record = json.loads((folder / "results/runs/tiny/poly1_ds/tiny_cnn/seed0/metrics.json").read_text())
     assert record["status"] == "ok" and record["identity"]["components"]["code"]["distributions"] == {"poly-pkg": "1.2.3"}
-    assert "poly1_ds" in json.loads((folder / "results/metrics.json").read_text())["tiny"]
+    assert "poly1_ds" in json.loads((folder / "results/metrics.json").read_text())["tiny"]["tiny_cnn"]
 
 
 def two_models(tiny_params: dict, **override) -> dict:

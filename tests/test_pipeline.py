@@ -51,8 +51,8 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
     assert {"train@tiny-joint", "train@tiny-branchynet"} <= stages_run(output)  # the stages read grid.extra_*
     # done runs are skipped by their identity, not even their checkpoints read (bench/plan.py)
     assert "up to date: branchynet/tiny/tiny_cnn/s0" in output and "up to date: joint/tiny/tiny_cnn/s0" in output
-    assert "resuming" not in output and "branchynet/tiny/s0 epoch" not in output
-    assert "joint/tiny/s1 epoch 1/" in output  # only the new seed trains
+    assert "resuming" not in output and "branchynet/tiny/tiny_cnn/s0 epoch" not in output
+    assert "joint/tiny/tiny_cnn/s1 epoch 1/" in output  # only the new seed trains
     assert run_hashes(folder)["results/runs/tiny/branchynet"] == trained["results/runs/tiny/branchynet"]
     metrics = json.loads((folder / "results/metrics.json").read_text())
     assert metrics["tiny"]["tiny_cnn"]["joint"]["seeds"] == 2 and metrics["tiny"]["tiny_cnn"]["branchynet"]["seeds"] == 1

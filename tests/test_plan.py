@@ -85,7 +85,22 @@ def test_changing_the_recipe_or_the_manifest_makes_every_run_stale(every_method,
     assert set(states(plan_grid(every_method, in_tmp)).values()) == {("stale", "data changed")}
 
 
-def test_missing_failed_running_and_dead_markers(every_method, in_tmp):
+def no_squeue(monkeypatch, tmp_path) -> None:
+    """A machine without SLURM's client tools: PATH holds only a folder without squeue."""
+    empty = tmp_path / "no-slurm-bin"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "slurm.conf"))  # no cluster's: nothing to find either
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and was reaped): no process has it now."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+
+
+def test_missing_failed_running_and_dead_markers(every_method, in_tmp, monkeypatch, tmp_path_factory):
+    no_squeue(monkeypatch, tmp_path_factory.mktemp("bin"))
     folder = lambda method: in_tmp / run_dir("tiny", "tiny_cnn", method, 0)  # noqa: E731
     (folder("joint") / "metrics.json").unlink()
     (folder("sdn") / "metrics.json").unlink()
@@ -94,18 +109,79 @@ def test_missing_failed_running_and_dead_markers(every_method, in_tmp):
     host = socket.gethostname()
     write_json(folder("mixed") / MARKER, {"pid": os.getpid(), "host": host, "started": "t0", "executor": "local",
                                           "job_id": None})
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    write_json(folder("disjoint") / MARKER, {"pid": int(dead.stdout), "host": host, "started": "t0",
+    gone = dead_pid()
+    write_json(folder("disjoint") / MARKER, {"pid": gone, "host": host, "started": "t0",
                                              "executor": "local", "job_id": None})
+    for method in ("hard_cgt", "soft_cgt"):  # killed before finishing: one left a checkpoint, the other nothing
+        (folder(method) / "metrics.json").unlink()
+        write_json(folder(method) / MARKER, {"pid": gone, "host": host, "started": "t0", "executor": "processes",
+                                             "job_id": None})
+    torch.save({}, folder("hard_cgt") / "checkpoint.pt")
     write_json(folder("classynet") / MARKER, {"pid": 1, "host": "node7", "started": "t0", "executor": "slurm",
                                               "job_id": "4242_3"})
+    (folder("classynet") / "metrics.json").unlink()
     got = states(plan_grid(every_method, in_tmp))
     assert got["joint"] == ("missing", "never trained")
     assert got["sdn"][0] == "missing" and "checkpoint.pt" in got["sdn"][1]
     assert got["ztw"] == ("failed", "training diverged: loss is nan")
     assert got["mixed"][0] == "running" and str(os.getpid()) in got["mixed"][1]
-    assert got["disjoint"] == ("done", "")  # the marker of a dead process is ignored
-    assert got["classynet"][0] == "running" and "4242_3" in got["classynet"][1]
+    assert got["disjoint"] == ("done", "")  # finished: the marker a kill left after the last write is harmless
+    assert got["hard_cgt"] == ("failed", f"pid {gone} on {host} is gone (its processes run was stopped since t0); "
+                                         "unfinished: checkpoint.pt kept (resumed if its identity matches)")
+    assert got["soft_cgt"] == ("missing", f"pid {gone} on {host} is gone (its processes run was stopped since t0); "
+                                          "nothing written")
+    assert got["classynet"] == ("missing", "SLURM job 4242_3 is gone (squeue not found: no SLURM on this machine to "
+                                           "run it); nothing written")
+
+
+@pytest.mark.parametrize("content", [b'{"pid": 12', b"", b"\xff\xfe not json", b"[1, 2]"])
+def test_a_damaged_marker_or_record_shows_in_the_plan_instead_of_crashing_it(every_method, in_tmp, capsys, content):
+    folder = lambda method: in_tmp / run_dir("tiny", "tiny_cnn", method, 0)  # noqa: E731
+    (folder("joint") / "metrics.json").unlink()
+    (folder("joint") / MARKER).write_bytes(content)
+    (folder("sdn") / MARKER).write_bytes(content)  # beside a finished record: the run is done all the same
+    (folder("ztw") / "metrics.json").write_bytes(content)
+    got = states(plan_grid(every_method, in_tmp))
+    assert got["joint"][0] == "failed" and got["joint"][1].startswith(f"{MARKER} is ")
+    assert "whether a process still trains this run is unknown; `eebench run` retrains it" in got["joint"][1]
+    assert got["sdn"] == ("done", "")
+    if content == b"[1, 2]":
+        assert got["ztw"] == ("stale", "metrics.json is not a run record")
+    else:
+        assert got["ztw"][0] == "stale" and got["ztw"][1].startswith("metrics.json damaged: ")
+        assert "metrics.json is corrupt" in got["ztw"][1]
+    assert main(["plan"]) == 0  # the command shows them (the params' grid: joint and branchynet)
+    assert any("joint" in line and "failed" in line and MARKER in line for line in capsys.readouterr().out.splitlines())
+
+
+def test_a_marker_of_a_slurm_job_is_running_only_while_squeue_knows_the_job(every_method, in_tmp, monkeypatch,
+                                                                         tmp_path_factory):
+    """squeue stood in by scripts answering as SLURM does for a queued job, a job it no longer knows, an ended job
+    and an unreachable controller (the real cluster: test_slurm.py)."""
+    bin_dir = tmp_path_factory.mktemp("bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_CONF", str(bin_dir / "slurm.conf"))  # the stand-in ignores it; no real cluster asked
+    folder = in_tmp / run_dir("tiny", "tiny_cnn", "joint", 0)
+    (folder / "metrics.json").unlink()
+    write_json(folder / MARKER, {"pid": 1, "host": "node7", "started": "t0", "executor": "slurm", "job_id": "77"})
+    answers = {  # squeue's stdout, stderr and exit status -> (state, reason)
+        ("RUNNING", "", 0): ("running", "slurm job 77 (RUNNING, since t0)"),
+        ("PENDING", "", 0): ("running", "slurm job 77 (PENDING, since t0)"),
+        ("", "slurm_load_jobs error: Invalid job id specified", 1):
+            ("missing", "SLURM job 77 is gone (no longer in SLURM's queue: it ended without clearing its marker "
+                        "(cancelled, timed out or killed)); nothing written"),
+        ("", "", 0): ("missing", "SLURM job 77 is gone (no longer in SLURM's queue: it ended without clearing its "
+                                 "marker (cancelled, timed out or killed)); nothing written"),
+        ("TIMEOUT", "", 0): ("missing", "SLURM job 77 is gone (it ended TIMEOUT); nothing written"),
+        ("", "squeue: error: Unable to contact slurm controller (connect failure)", 1):
+            ("running", "slurm job 77 (since t0; state unknown: squeue: error: Unable to contact slurm controller "
+                        "(connect failure))"),
+    }
+    for (out, err, code), expected in answers.items():
+        script = bin_dir / "squeue"
+        script.write_text(f"#!/bin/sh\n[ \"$3\" = 77 ] || exit 3\necho '{out}'\necho '{err}' >&2\nexit {code}\n")
+        script.chmod(0o755)
+        assert states(plan_grid(every_method, in_tmp))["joint"] == expected, (out, err, code)
 
 
 def test_no_identity_recorded_is_stale_with_its_reason(every_method, in_tmp):
@@ -163,7 +239,7 @@ def test_a_checkpoint_of_the_same_identity_is_resumed_and_of_another_is_not(tiny
     (folder / "metrics.json").unlink()  # killed after its last checkpoint
     capsys.readouterr()
     assert main(["train", "--dataset", "tiny", "--method", "joint", "--quiet"]) == 0
-    assert "resuming joint/tiny/s0 after epoch 2/2" in capsys.readouterr().out
+    assert "resuming joint/tiny/tiny_cnn/s0 after epoch 2/2" in capsys.readouterr().out
     (folder / "metrics.json").unlink()
     tiny_params["methods"]["joint"] = {**tiny_params["methods"].get("joint", {}), "label_smoothing": 0.1}
     write_params(in_tmp, tiny_params)

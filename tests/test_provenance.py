@@ -88,13 +88,25 @@ def test_check_clean_refuses_changes_to_result_shaping_code(repo, change):
     assert line.startswith("warning:") and diff_sha256(repo) in line
 
 
-def test_check_clean_ignores_changes_outside_result_shaping_code(repo):
+def test_changes_outside_result_shaping_code_are_neither_refused_nor_recorded_as_dirty(repo):
+    """The default study's runs all recorded `-dirty` because `dvc repro` rewrites the tracked dvc.lock after every
+    stage: a change outside the result-shaping paths must leave the bare commit, while one inside still counts."""
+    (repo / "dvc.lock").write_text("schema: '2.0'\n")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "add", "dvc.lock")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "lock")
+    head = git(repo, "rev-parse", "HEAD").decode().strip()
+    (repo / "dvc.lock").write_text("schema: '2.0'\nstages: {train: {}}\n")  # what dvc repro does mid-study
     (repo / "docs" / "notes.md").write_text("more notes\n")
     (repo / "docs" / "new.md").write_text("new\n")
     (repo / "results").mkdir()
     (repo / "results" / "x.csv").write_text("ignored\n")
     assert "committed" in check_clean(repo)
-    assert git_state(repo)["git_commit"].endswith("-dirty")  # still recorded as dirty: the hash says by what
+    assert git_state(repo) == {"git_commit": head, "git_diff_sha256": None}
+    (repo / "bench" / "a.py").write_text("x = 2\n")
+    only_code = diff_sha256(repo)
+    assert git_state(repo) == {"git_commit": head + "-dirty", "git_diff_sha256": only_code}
+    (repo / "docs" / "notes.md").write_text("other notes\n")  # the hash covers result-shaping code only
+    assert diff_sha256(repo) == only_code
 
 
 def test_check_clean_names_a_few_files_and_counts_the_rest(repo):

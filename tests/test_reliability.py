@@ -69,7 +69,7 @@ def test_kill_minus_9_then_resume_is_bit_identical(tmp_path, tiny_params):
     assert not (checkpoint.parent / "metrics.json").exists()
 
     log = finish(folders["killed"], *train)
-    assert f"resuming joint/tiny/s0 after epoch {killed_at}/10" in log
+    assert f"resuming joint/tiny/tiny_cnn/s0 after epoch {killed_at}/10" in log
     (m1, w1, s1, g1, e1), (m2, w2, s2, g2, e2) = outputs(folders["straight"]), outputs(folders["killed"])
     assert m1 == m2
     assert w1["model"].keys() == w2["model"].keys() and all(torch.equal(w1["model"][k], w2["model"][k]) for k in w1["model"])
@@ -106,7 +106,7 @@ def test_divergence_is_recorded_and_reported_never_averaged(in_tmp, tiny_params,
     record = json.loads((in_tmp / "results/runs/tiny/joint/tiny_cnn/seed1/metrics.json").read_text())
     assert record["status"] == "failed" and ("diverged" in record["reason"] or "exploded" in record["reason"])
     assert not (in_tmp / "results/runs/tiny/joint/tiny_cnn/seed1/logits.pt").exists()
-    assert "FAILED joint on tiny seed 1" in capsys.readouterr().out
+    assert "FAILED joint on tiny (tiny_cnn) seed 1" in capsys.readouterr().out
     assert main(["aggregate"]) == 0
     failed = pd.read_csv(in_tmp / "results/failed_runs.csv")
     assert failed[["method", "seed"]].values.tolist() == [["joint", 1]]
@@ -239,3 +239,35 @@ def test_dvcignore_keeps_temp_files_out_of_a_stage_output(tmp_path, with_dvcigno
 
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())
     assert lock["stages"]["make"]["outs"][0]["nfiles"] == (1 if with_dvcignore else 2)
+
+
+def test_a_truncated_checkpoint_is_one_line_naming_it_and_the_fix(tmp_path):
+    from bench.io import save_torch
+    from bench.train.engine import load_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    save_torch(path, {"identity": "abc", "model": {"w": torch.zeros(1000)}})
+    assert load_checkpoint(path, "abc")["identity"] == "abc"  # the intact file loads
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(BenchError) as caught:
+        load_checkpoint(path, "abc")
+    message = str(caught.value)
+    assert str(path) in message and "delete it" in message and "\n" not in message
+
+
+def test_a_truncated_indian_pines_array_is_one_line_naming_it(tmp_path, monkeypatch):
+    import tensorly
+
+    from bench.data import indian_pines
+
+    data = tmp_path / "datasets" / "data"
+    data.mkdir(parents=True)
+    np.save(data / "Indian_pines_gt.npy", np.zeros((4, 4), dtype=np.uint8))
+    np.save(data / "Indian_pines_corrected.npy", np.zeros((4, 4, 200), dtype=np.uint16))
+    cube = data / "Indian_pines_corrected.npy"
+    cube.write_bytes(cube.read_bytes()[:-100])  # header intact, data cut short
+    monkeypatch.setattr(tensorly, "__file__", str(tmp_path / "__init__.py"))
+    with pytest.raises(BenchError) as caught:
+        indian_pines.load_tensorly()
+    message = str(caught.value)
+    assert str(cube) in message and "tensorly" in message and "\n" not in message

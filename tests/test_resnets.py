@@ -8,7 +8,6 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.config import validate

@@ -1,6 +1,7 @@
 """The `slurm` executor on a real SLURM cluster (`make cluster` starts a single-node one on localhost): results
 byte-identical to `local`, a job scancel'ed mid-run is resubmitted and resumes from its checkpoint, and a bad
-partition, an unreachable controller or a job sbatch refuses are one-line errors that submit and write nothing.
+partition, an unreachable controller or a job sbatch refuses are one-line errors that submit and write nothing;
+the planner shows a RUNNING.json marker's job running only while SLURM has it, and Ctrl-C cancels the jobs.
 Without a reachable cluster these tests skip with the reason; EEBENCH_REQUIRE_SLURM=1 (set by .ci/run) makes
 that a failure, so CI runs them."""
 
@@ -22,7 +23,7 @@ from bench.execute.slurm import LOGS, Slurm, alive_jobs
 from bench.plan import MARKER, plan_grid
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_executors import assert_same_runs, execute_grid, prepared_study, small_params  # noqa: E402
+from test_executors import SMALL, assert_same_runs, execute_grid, prepared_study, small_params  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_scancelled_job_is_resubmitted_and_resumes(cluster, real_params, tmp_pat
                and "resubmitted as job" in line for line in result["lines"])
     assert outcome.ok and outcome.metrics["job_id"] != marker["job_id"]  # finished by another job
     log = Path(outcome.log).read_text()
-    assert "resuming branchynet/tiny/s0 after epoch " in log and "after epoch 0/" not in log
+    assert "resuming branchynet/tiny/tiny_cnn/s0 after epoch " in log and "after epoch 0/" not in log
     assert plan_grid(params, folder)[0].state == "done"
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "ok"
 
@@ -140,3 +141,63 @@ def test_missing_sbatch_or_submitit_is_one_line(real_params, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
     with pytest.raises(BenchError, match=r"needs submitit, which is not installed; install it with `pip install submitit`"):
         Slurm(settings).check({}, [], Path("."))
+
+
+def sbatch_sleep(seconds: int) -> str:
+    result = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "-J", "eebench-test", "--wrap",
+                             f"sleep {seconds}"], capture_output=True, text=True, check=True)
+    return result.stdout.strip().split(";")[0]
+
+
+def test_a_marker_is_running_while_its_job_lives_and_gone_after(cluster, local_reference, tmp_path):
+    """The planner asks SLURM about a RUNNING.json marker's job: a real queued/running job keeps the run
+    `running`; once scancel'ed (or for a job id SLURM never had) the run is `missing`, the reason naming the job."""
+    params, reference = local_reference
+    folder = prepared_study(tmp_path, params, reference)
+    runs = plan_grid(params, folder)
+    job_id = sbatch_sleep(120)
+    try:
+        marker = {"pid": 1, "host": "node7", "started": "t0", "executor": "slurm"}
+        runs[0].run_dir.mkdir(parents=True)
+        (runs[0].run_dir / MARKER).write_text(json.dumps({**marker, "job_id": job_id}))
+        runs[1].run_dir.mkdir(parents=True)
+        (runs[1].run_dir / MARKER).write_text(json.dumps({**marker, "job_id": "987654321"}))
+        first, second = plan_grid(params, folder)
+        assert first.state == "running" and f"slurm job {job_id} (" in first.reason
+        assert second.state == "missing" and second.reason.startswith("SLURM job 987654321 is gone (no longer in")
+    finally:
+        subprocess.run(["scancel", job_id], check=True)
+    deadline = time.monotonic() + 30
+    while job_id in alive_jobs() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first = plan_grid(params, folder)[0]
+    assert first.state == "missing" and first.reason.startswith(f"SLURM job {job_id} is gone ("), first.reason
+    assert first.reason.endswith("; nothing written")
+
+
+def test_ctrl_c_cancels_the_submitted_jobs(cluster, real_params, tmp_path):
+    import copy
+    import signal
+
+    from bench.study import merge
+    from tests.conftest import write_params
+    from tests.test_interrupt import cli, group_gone
+
+    raw = {"grid": {"methods": ["joint", "branchynet"]}, "prepare": {"tiny": {"n_train": 8192}},
+           "train": {"tiny": {"epochs": 10}}}
+    params = small_params(real_params, raw)
+    folder = prepared_study(tmp_path, params)
+    write_params(folder, merge(merge(copy.deepcopy(real_params), SMALL), raw))
+    before = set(alive_jobs())
+    process = cli(folder, "run", "--executor", "slurm")
+    deadline = time.monotonic() + 120
+    while not set(alive_jobs()) - before:  # submitted
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
+        time.sleep(0.2)
+    submitted = set(alive_jobs()) - before
+    os.killpg(process.pid, signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 130 and "eebench: interrupted" in out, out
+    assert f"cancelled {len(params['grid']['methods'])} SLURM job(s) (interrupted)" in out, out
+    assert not submitted & set(alive_jobs()) and group_gone(process.pid)
+    assert not list(folder.rglob(MARKER)) and not list(folder.glob("results/runs/*/*/*/metrics.json"))

@@ -107,7 +107,7 @@ def test_a_tie_is_decided_the_same_way_by_evaluate_and_tune(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     save_torch(folder / "logits.pt", {s: {"logits": logits, "labels": labels, "extras": {}} for s in ("val", "test")})
-    (folder / "grad_stats.csv").write_text("")
+    (folder / "grad_stats.csv").write_text("\n")  # what write_csv writes for a run too short for a measurement
     write_json(folder / "metrics.json", {"status": "ok", "run": {"dataset": "d", "method": "joint", "seed": 0},
                                          "method": {"exit_policy": "max_softmax"}, "exit_costs": {"flops": FLOPS},
                                          **{key: {} for key in ("per_exit", "time", "data", "settings", "environment")},
@@ -257,10 +257,10 @@ def test_tune_marks_unreachable_budgets_in_every_table(tmp_path):
 def test_summary_budgets_carry_the_reach_flag_per_method_and_budget():
     from bench.analyse.aggregate import with_reach
 
-    rows = pd.DataFrame([{"dataset": "d", "method": m, "budget": b, "seed": s, "reached": r}
+    rows = pd.DataFrame([{"dataset": "d", "model": "net", "method": m, "budget": b, "seed": s, "reached": r}
                          for m, b, s, r in [("a", 0.3, 0, True), ("a", 0.3, 1, True), ("b", 0.3, 0, True),
                                             ("b", 0.3, 1, False), ("b", 0.5, 0, False), ("b", 0.5, 1, False)]])
-    summary = pd.DataFrame([{"dataset": "d", "method": m, "budget": b, "metric": "test_accuracy", "mean": 0.5}
+    summary = pd.DataFrame([{"dataset": "d", "model": "net", "method": m, "budget": b, "metric": "test_accuracy", "mean": 0.5}
                             for m, b in [("a", 0.3), ("b", 0.3), ("b", 0.5)]])
     flagged = with_reach(summary, rows).set_index(["method", "budget"])
     assert flagged["reached"].to_dict() == {("a", 0.3): True, ("b", 0.3): False, ("b", 0.5): False}

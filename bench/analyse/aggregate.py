@@ -10,9 +10,10 @@ import pandas as pd
 from bench.analyse.headline import headline
 from bench.analyse.stats import holm, paired_test, t_interval
 from bench.analyse.tables import SETTING, model_after_dataset, with_model
+from bench.artefacts import regenerate
 from bench.config import runs_of
 from bench.errors import BenchError
-from bench.io import read_json, write_csv, write_json
+from bench.io import read_csv, read_json, write_csv, write_json
 from bench.paths import RESULTS, eval_path, tune_dir
 
 BUDGET_METRICS = ("test_accuracy", "test_flops_fraction", "test_expected_flops", "test_early_exit_accuracy")
@@ -24,6 +25,14 @@ def required(path):
     return path
 
 
+def read_record(path) -> dict:
+    """A stage's JSON record (eval JSON, tuning.json); a damaged one names the command that rewrites it."""
+    record = read_json(required(path), regenerate(path))
+    if not isinstance(record, dict):
+        raise BenchError(f"{path} is not a stage record (a JSON object); {regenerate(path)}")
+    return record
+
+
 CSV_PER_RUN = ("pareto", "operating_points")  # written by each tune stage, concatenated as they are
 
 
@@ -33,7 +42,7 @@ def collect(params: dict) -> dict[str, pd.DataFrame]:
                                                      "failed_runs")}
     for dataset, model, method, seed in runs_of(params):  # the full grid plus the extra seeds of some methods
         key = {"dataset": dataset, "model": model, "method": method, "seed": seed}
-        evaluation = read_json(required(eval_path(dataset, model, method, seed)))
+        evaluation = read_record(eval_path(dataset, model, method, seed))
         if evaluation.get("status") == "failed":  # reported, never averaged in
             tables["failed_runs"].append({**key, "reason": evaluation["reason"]})
             continue
@@ -58,7 +67,7 @@ def collect(params: dict) -> dict[str, pd.DataFrame]:
         tables["threshold_curves"].extend({**row, **key} for row in evaluation["rows"])
         tables["grad_stats"].extend({**key, **row} for row in evaluation["grad_stats"])
         folder = tune_dir(dataset, model, method, seed)
-        tuning = read_json(required(folder / "tuning.json"))
+        tuning = read_record(folder / "tuning.json")
         for row in tuning["budgets"]:
             base = {**key, "policy": tuning["policy"], "budget": row["budget"], "calibrator": row["calibrator"],
                     "feasible": row["feasible"], "reached": row["reached"], "reachable_cost": row["reachable_cost"]}
@@ -71,7 +80,8 @@ def collect(params: dict) -> dict[str, pd.DataFrame]:
                 base["test_cost_minus_budget"] = row["test_cost_minus_budget"]
             tables["budgets"].append(base)
         for name in CSV_PER_RUN:
-            tables[name].append(pd.read_csv(required(folder / f"{name}.csv")).assign(**key))
+            path = required(folder / f"{name}.csv")
+            tables[name].append(read_csv(path, regenerate(path)).assign(**key))
     frames = {name: pd.DataFrame(rows) for name, rows in tables.items() if name not in CSV_PER_RUN}
     frames["failed_runs"] = pd.DataFrame(tables["failed_runs"], columns=["dataset", "model", "method", "seed", "reason"])
     if frames["per_exit"].empty:
@@ -143,6 +153,10 @@ def aggregate(params: dict) -> dict:
         write_csv(RESULTS / f"{name}.csv", frame)
     per_exit, budgets = frames["per_exit"], frames["budgets"]
     tuned = budgets[(budgets["calibrator"] == "optuna_per_exit") & budgets["feasible"]]
+    if tuned.empty:  # nothing to compare at any budget (seen with a method whose exits all but never answer)
+        raise BenchError(f"no run of the grid reaches any of the budgets {params['tune']['budgets']} (every "
+                         f"results/tune/*/*/*/*/tuning.json says feasible: false); add a method that can exit early "
+                         f"or raise tune.budgets")
     exit_summary = interval_rows(per_exit, [*SETTING, "method", "exit"], ("test_accuracy", "test_ece"))
     fraction_columns = [c for c in tuned.columns if c.startswith("test_exit")]
     budget_summary = interval_rows(tuned, [*SETTING, "method", "budget"], (*BUDGET_METRICS, *fraction_columns))

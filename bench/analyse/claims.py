@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from bench.analyse.stats import t_interval
 from bench.errors import BenchError
@@ -251,10 +250,9 @@ def load_claims(path: str | Path) -> dict:
     if not path.is_file():
         raise BenchError(f"claims file {path} not found (analyse.claims); give the path of a claims file such as "
                          f"claims/cgt.yaml, or null for a study without claims")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise BenchError(f"{path} is not valid YAML: {getattr(exc, 'problem', exc)}; fix the file") from None
+    from bench.config import read_yaml
+
+    spec = read_yaml(path)  # malformed YAML (or not UTF-8): one line naming the file and the position
 
     def need(ok: bool, where: str, what: str) -> None:
         if not ok:

@@ -241,6 +241,12 @@ def figure_exit_distribution(title: str, budgets: pd.DataFrame, methods: list[st
                              index: int = 0):
     data = exit_fraction_data(budgets)
     levels = sorted(data["budget"].unique())
+    if not levels:  # no method reaches any budget on this dataset × model: say so in the panel
+        fig, axes = canvas.panels(index, 1, 1, (3.2, 3.4))
+        axes[0][0].set_axis_off()
+        axes[0][0].text(0.5, 0.5, "no method reaches any\ntuned budget here", ha="center", va="center")
+        fig.suptitle(f"{title}: where test samples leave", fontweight="bold")
+        return
     fig, axes = canvas.panels(index, 1, len(levels), (3.2 * len(levels), 3.4), sharey=True)
     for ax, budget in zip(axes[0], levels):
         part = data[data["budget"] == budget]

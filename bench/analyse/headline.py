@@ -93,7 +93,10 @@ def load(path: Path, what: str) -> dict:
     if not path.is_file():
         raise BenchError(f"{what} {path} not found; " + ("run `make regress` (or the aggregate stage) first"
                                                          if what == "headline" else "create it with `eebench bless`"))
-    return read_json(path)
+    from bench.artefacts import regenerate
+
+    return read_json(path, regenerate(path) if what == "headline" else
+                     "restore it from git (`git checkout -- <file>`) or rewrite it with `eebench bless`")
 
 
 def regress(headline_path: Path, expected_path: Path) -> tuple[bool, str]:

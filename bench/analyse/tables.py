@@ -41,13 +41,12 @@ def with_model(frame: pd.DataFrame, params: dict | None) -> pd.DataFrame:
 
 
 def read_table(results: Path, name: str, params: dict | None = None) -> pd.DataFrame:
-    """results/<name>.csv with its `model` column (see `with_model`); an empty file is an empty table."""
-    path = Path(results) / f"{name}.csv"
-    try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        frame = pd.DataFrame()
-    return with_model(frame, params)
+    """results/<name>.csv with its `model` column (see `with_model`), read through bench/artefacts.py's checked
+    reader (a missing or damaged table is a one-line error naming the command that rewrites it); a table written
+    without rows or columns is an empty table."""
+    from bench.artefacts import read_table as read_checked
+
+    return with_model(read_checked(Path(results) / f"{name}.csv", may_be_empty=True), params)
 
 
 def label(dataset: str, model: object) -> str:

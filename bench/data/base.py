@@ -234,12 +234,19 @@ def verify_manifest(name: str, manifest: object, payload: object, path: Path) ->
             raise bad(f"extra.patch_size {size!r} is not an odd integer >= 1")
 
 
-def load_prepared(name: str, root: Path) -> PreparedDataset:
+def require_prepared(name: str, root: Path) -> tuple[Path, Path]:
+    """(manifest.json, data.pt) of the prepared dataset `name` under `root`; a one-line error naming the fix when
+    either is missing (the train command checks this before any executor starts)."""
     folder = root / name
     manifest_path, data_path = folder / "manifest.json", folder / "data.pt"
-    how = prepare_fix(name)
     if not manifest_path.is_file() or not data_path.is_file():
-        raise BenchError(f"prepared dataset {folder} is missing; {how}")
+        raise BenchError(f"prepared dataset {folder} is missing; {prepare_fix(name)}")
+    return manifest_path, data_path
+
+
+def load_prepared(name: str, root: Path) -> PreparedDataset:
+    manifest_path, data_path = require_prepared(name, root)
+    how = prepare_fix(name)
     manifest = read_json(manifest_path, how)
     payload = load_torch(data_path, how)
     verify_manifest(name, manifest, payload, manifest_path)

@@ -32,8 +32,9 @@ GIC_URLS = {"cube": "http://www.ehu.eus/ccwintco/uploads/6/67/Indian_pines_corre
 DOWNLOAD_DIR = Path("datasets/_downloads/indian_pines")
 PREPARE_DEFAULTS = {"source": "tensorly", "patch_size": 7, "train_fraction": 0.2, "val_fraction": 0.1,
                     "split_seed": 0, "subset": None, "split": "random", "block_size": 16}
-HOW_TO_GET = ("install the `tensorly` package (it ships the arrays), or set prepare.indian_pines.source "
-              "to a folder with the GIC files Indian_pines_corrected.mat and Indian_pines_gt.mat")
+GIC_FOLDER = ("set prepare.indian_pines.source to a folder with the GIC files Indian_pines_corrected.mat and "
+              "Indian_pines_gt.mat")
+HOW_TO_GET = f"install the `tensorly` package (it ships the arrays), or {GIC_FOLDER}"
 
 
 def load_tensorly() -> tuple[np.ndarray, np.ndarray, dict]:
@@ -46,7 +47,7 @@ def load_tensorly() -> tuple[np.ndarray, np.ndarray, dict]:
     for path in paths.values():
         if not path.is_file():
             raise BenchError(f"missing data file {path}; {HOW_TO_GET}")
-    fix = f"reinstall tensorly (pip install --force-reinstall tensorly), or {HOW_TO_GET.split(', or ')[1]}"
+    fix = f"reinstall tensorly (pip install --force-reinstall tensorly), or {GIC_FOLDER}"
     return (load_npy(paths["cube"], fix), load_npy(paths["gt"], fix),
             {p.name: sha256_file(p) for p in paths.values()})
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-import torch
-
 from bench.analyse.stats import calibration_bins
 from bench.errors import BenchError
 from bench.evaluate.policies import POLICIES, evaluate_policy, exit_indices
-from bench.io import read_json
+from bench.artefacts import regenerate
+from bench.io import load_torch, read_csv, read_json
 
 
 def read_run_metrics(run_dir: Path) -> dict:
@@ -18,10 +16,21 @@ def read_run_metrics(run_dir: Path) -> dict:
     path = run_dir / "metrics.json"
     if not path.is_file():
         raise BenchError(f"{path} is missing (the training run did not finish); rerun its train stage with `dvc repro`")
-    metrics = read_json(path)
+    metrics = read_json(path, regenerate(path))
+    if not isinstance(metrics, dict):
+        raise BenchError(f"{path} is not a run record (a JSON object); {regenerate(path)}")
     if metrics.get("status") != "failed" and not (run_dir / "logits.pt").is_file():
         raise BenchError(f"{run_dir / 'logits.pt'} is missing; rerun the train stage of {run_dir} with `dvc repro`")
     return metrics
+
+
+def load_logits(run_dir: Path) -> dict:
+    """A finished run's logits.pt ({split: {"logits", "labels", "extras"}}); a damaged one names the fix."""
+    path = run_dir / "logits.pt"
+    logits = load_torch(path, regenerate(path))
+    if not isinstance(logits, dict) or any(not isinstance(logits.get(s), dict) for s in ("val", "test")):
+        raise BenchError(f"{path} does not hold the val and test logits of a run; {regenerate(path)}")
+    return logits
 
 
 def run_record(metrics: dict, model: str | None) -> dict:
@@ -40,7 +49,7 @@ def evaluate_run(run_dir: Path, policies: list[str], thresholds: list[float], mo
     if metrics.get("status") == "failed":
         return {"status": "failed", "run": run_record(metrics, model), "reason": metrics["reason"]}
     flops = metrics["exit_costs"]["flops"]
-    logits = torch.load(run_dir / "logits.pt", weights_only=True)
+    logits = load_logits(run_dir)
     own = metrics["method"]["exit_policy"]
     rows, skipped = [], []
     for name in dict.fromkeys([*policies, own]):  # the configured policies plus the method's own
@@ -63,9 +72,8 @@ def evaluate_run(run_dir: Path, policies: list[str], thresholds: list[float], mo
     probs = test["logits"].softmax(-1)
     calibration = [calibration_bins(probs[k].amax(-1).numpy(), (probs[k].argmax(-1) == test["labels"]).numpy())
                    for k in range(probs.shape[0])]
-    try:
-        grad_stats = pd.read_csv(run_dir / "grad_stats.csv").to_dict("records")
-    except pd.errors.EmptyDataError:  # a run too short for one measurement
-        grad_stats = []
+    path = run_dir / "grad_stats.csv"
+    empty = path.read_bytes() == b"\n"  # what write_csv writes for a run too short for one measurement
+    grad_stats = [] if empty else read_csv(path, regenerate(path)).to_dict("records")
     return {"status": "ok", "run": run, "rows": rows, "skipped_policies": skipped, "calibration": calibration,
             "grad_stats": grad_stats}

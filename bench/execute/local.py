@@ -15,6 +15,15 @@ def key(run) -> tuple[str, str, str, int]:
     return run.dataset, run.model, run.method, run.seed
 
 
+def failure(exc: Exception) -> str:
+    """A run's crash in one line: an OSError names the file and the fix (a full disk, a read-only folder)."""
+    if isinstance(exc, OSError):
+        from bench.artefacts import os_error
+
+        return str(os_error(exc))
+    return f"{type(exc).__name__}: {exc}"
+
+
 def outcome(run, metrics: dict, log: str = "") -> Outcome:
     if metrics.get("status") == "ok":
         return Outcome(key(run), True, log=log, metrics=metrics)
@@ -44,7 +53,7 @@ class Local:
             try:
                 result = outcome(run, execute(params, *key(run), root, progress=verbose))
             except Exception as exc:  # noqa: BLE001 - one run's error must not stop the others
-                result = Outcome(key(run), False, f"{type(exc).__name__}: {exc}")
+                result = Outcome(key(run), False, failure(exc))
             progress.finish(run, label(run) + ("" if result.ok else f": {result.reason}"), result.ok)
             outcomes.append(result)
         return outcomes

@@ -59,6 +59,47 @@ def alive_jobs() -> dict[str, str]:
     return dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
 
 
+FINISHED = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+            "PREEMPTED", "REVOKED"}  # squeue states of a job that no longer runs (the others: pending, running, ...)
+
+
+def use_local_cluster() -> None:
+    """Point SLURM's tools at the cluster `make cluster` started when nothing else is configured."""
+    if "SLURM_CONF" not in os.environ and not Path("/etc/slurm/slurm.conf").is_file() \
+            and LOCAL_CLUSTER_CONF.is_file():
+        os.environ["SLURM_CONF"] = str(LOCAL_CLUSTER_CONF)
+
+
+class JobCheck:
+    """Whether the SLURM jobs named by RUNNING.json markers still exist, for the planner. `status(job_id)` is
+    ("alive", state) while the job is queued or running, ("gone", why) once it ended or SLURM no longer knows it
+    (or there is no SLURM here), ("unknown", why) when the controller does not answer (the marker is then
+    trusted). One squeue per job; after one timeout, none more (a plan must not wait `timeout` s for each)."""
+
+    def __init__(self, timeout: float = 5.0):
+        self.timeout, self.unreachable = timeout, ""
+
+    def status(self, job_id: str) -> tuple[str, str]:
+        if self.unreachable:
+            return "unknown", self.unreachable
+        use_local_cluster()
+        try:
+            result = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True,
+                                    timeout=self.timeout)
+        except FileNotFoundError:
+            return "gone", "squeue not found: no SLURM on this machine to run it"
+        except subprocess.TimeoutExpired:
+            self.unreachable = f"squeue gave no answer in {self.timeout:.0f} s"
+            return "unknown", self.unreachable
+        states = result.stdout.split()
+        if result.returncode == 0 and states:
+            return ("gone", f"it ended {states[0]}") if states[0] in FINISHED else ("alive", states[0])
+        if result.returncode == 0 or "invalid job id" in result.stderr.lower():
+            return "gone", ("no longer in SLURM's queue: it ended without clearing its marker (cancelled, timed out "
+                            "or killed)")
+        return "unknown", first_line(result.stderr)
+
+
 def job_state(job_id: str) -> str:
     """The final state SLURM records for a finished job (CANCELLED, TIMEOUT, NODE_FAIL, ...), when it still knows."""
     result = slurm_command("scontrol", "show", "job", job_id)
@@ -69,17 +110,17 @@ def job_state(job_id: str) -> str:
 
 
 def drop_marker(run, job_id: str) -> None:
-    """Remove the RUNNING.json a dead job left (a marker with a job id is trusted until its executor clears it)."""
-    import json
-
+    """Remove the RUNNING.json a dead job left (the planner would find the job gone; its executor knows first)."""
+    from bench.io import read_json
     from bench.plan import MARKER
 
     marker = run.run_dir / MARKER
     try:
-        if str(json.loads(marker.read_text()).get("job_id")) == str(job_id):
-            marker.unlink(missing_ok=True)
-    except (FileNotFoundError, ValueError, AttributeError):
-        pass
+        record = read_json(marker)
+    except (FileNotFoundError, BenchError):  # none, or damaged: the planner reports a damaged one
+        return
+    if isinstance(record, dict) and str(record.get("job_id")) == str(job_id):
+        marker.unlink(missing_ok=True)
 
 
 @EXECUTORS.register("slurm")
@@ -106,9 +147,7 @@ class Slurm:
             raise BenchError("sbatch not found: the slurm executor needs SLURM's client tools on PATH (Debian: "
                              "apt-get install slurm-client; a local test cluster: apt-get install slurm-wlm munge && "
                              "make cluster), or choose another executor (--executor local|processes)")
-        if "SLURM_CONF" not in os.environ and not Path("/etc/slurm/slurm.conf").is_file() \
-                and LOCAL_CLUSTER_CONF.is_file():
-            os.environ["SLURM_CONF"] = str(LOCAL_CLUSTER_CONF)  # the cluster `make cluster` started
+        use_local_cluster()
         result = slurm_command("sinfo", "-h", "-o", "%P")
         if result.returncode != 0:
             raise BenchError(f"SLURM controller unreachable (sinfo: {first_line(result.stderr)}); start it "

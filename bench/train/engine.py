@@ -167,7 +167,7 @@ def fail(out_dir: Path, spec: RunSpec, reason: str, epoch: int, step: int) -> di
     for name in ("logits.pt", "model.pt", "checkpoint.pt"):
         (out_dir / name).unlink(missing_ok=True)
     write_json(out_dir / "metrics.json", record)
-    print(f"FAILED {spec.method} on {spec.dataset} seed {spec.seed}: {reason}", flush=True)
+    print(f"FAILED {spec.method} on {spec.dataset} ({spec.settings['model']['name']}) seed {spec.seed}: {reason}", flush=True)
     return record
 
 
@@ -238,7 +238,7 @@ class Run:
         return sorted(self.nondeterministic_ops)
 
     def label(self) -> str:
-        return f"{self.spec.method}/{self.spec.dataset}/s{self.spec.seed}"
+        return f"{self.spec.method}/{self.spec.dataset}/{self.spec.settings['model']['name']}/s{self.spec.seed}"
 
 
 def build(spec: RunSpec, data: PreparedDataset) -> Run:

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
-import torch
 
-from bench.evaluate.thresholds import read_run_metrics, run_record
+from bench.evaluate.thresholds import load_logits, read_run_metrics, run_record
 from bench.evaluate.policies import POLICIES
 from bench.io import atomic_path, write_csv, write_json
 from bench.tune.cached import CachedSplit
@@ -25,7 +24,7 @@ from bench.tune.search import tune_thresholds
 def load_splits(run_dir: Path, policy_name: str) -> tuple[CachedSplit, CachedSplit, dict]:
     """Validation and test caches of one finished run for a policy ("method": the method's own)."""
     metrics = read_run_metrics(run_dir)
-    logits = torch.load(run_dir / "logits.pt", weights_only=True)
+    logits = load_logits(run_dir)
     policy_name = metrics["method"]["exit_policy"] if policy_name == "method" else policy_name
     policy = POLICIES.get(policy_name, where="tune.policy")
     metrics["tuned_policy"] = policy_name
