@@ -37,7 +37,11 @@ class ClassyNet(Method):
                                       "accuracy on it reaches this",
                "loss": "INFERRED: shallow exits' CE masked to their priority classes, normalised by the full batch, "
                        "weights 1/K as `joint`; deepest exit on all samples",
-               "training": "INFERRED: sets start full and are refitted from validation accuracy after every epoch",
+               "training": "INFERRED: sets start full and are refitted from validation accuracy after every epoch "
+                           "(per-class recall). Known weakness of this reading: a shallow exit never gets gradient "
+                           "from other classes' samples, so it learns to answer one of its priority classes for "
+                           "samples of any class; recall stays high while the exit's answers in its set are often "
+                           "wrong, and the class-aware policy lets those answers out early",
                "policy": "class_aware: an exit takes a sample only when its prediction is one of the exit's priority "
                          "classes and its max softmax reaches the exit's threshold (thresholds tuned like every "
                          "method's); the confidence rule (max softmax) is ours, how CGT configured ClassyNet's "
