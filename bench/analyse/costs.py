@@ -57,23 +57,50 @@ def config_text(config: dict) -> str:
     return ", ".join(f"{k}={'/'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in config.items())
 
 
-def cost_table(params: dict) -> str:
-    """Markdown: a table of every dataset's configured model per exit, and what is counted."""
-    rows = cost_rows(params)
+def table_lines(rows: list[dict]) -> list[str]:
     lines = ["| dataset | model (configuration) | input | exit | cumulative FLOPs | cumulative MACs | share of last exit "
              "| cumulative parameters |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
         first = row["exit"] == 0
-        model = f"`{row['model']}` ({config_text(row['config'])})"
+        model = f"`{row['model']}` ({config_text(row['config'])})" if row["config"] else f"`{row['model']}`"
         lines.append(f"| {row['dataset'] if first else ''} | {model if first else ''} | {row['input'] if first else ''} "
                      f"| {row['exit']} | {spaced(row['flops'])} | {spaced(row['macs'])} | {row['share']:.3f} "
                      f"| {spaced(row['params'])} |")
+    return lines
+
+
+# The published set-ups eebench reproduces (profiles/<name>.yaml merged onto params.yaml): their models are costed
+# in the README beside the default study's.
+FIELD_PROFILES = ("cgt_cifar100", "sdn_cifar100")
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def field_rows(project: Path = PROJECT) -> dict[str, list[dict]]:
+    """Per profile of FIELD_PROFILES: the cost rows of the datasets its grid studies."""
+    from bench.study import profile_params
+
+    out = {}
+    for profile in FIELD_PROFILES:
+        params = profile_params(project, profile)
+        out[profile] = [row for row in cost_rows(params) if row["dataset"] in params["grid"]["datasets"]]
+    return out
+
+
+def cost_table(params: dict, project: Path | None = PROJECT) -> str:
+    """Markdown: a table of every dataset's configured model per exit, what is counted, and (with `project`) the
+    models of the field's set-ups in FIELD_PROFILES."""
+    rows = cost_rows(params)
+    lines = table_lines(rows)
     unit = rows[0]["unit"] if rows else ""
     lines += ["", f"Per sample, from params.yaml's `train.<dataset>.model`. Unit: {unit}, counted by "
               "`torch.utils.flop_counter.FlopCounterMode`; MACs = FLOPs / 2 (multiply-adds); bias additions, BN, "
               "activations and pooling are not counted. Exit k costs blocks 0..k plus heads 0..k (an early-exit "
               "model evaluates every earlier head). Modules a method adds (e.g. gates) are counted in each run's "
               "metrics.json, not here."]
+    if project is not None:
+        for profile, field in field_rows(project).items():
+            lines += ["", f"The same count for the models of `eebench study --profile {profile}` "
+                          f"(profiles/{profile}.yaml):", "", *table_lines(field)]
     return "\n".join(lines) + "\n"
 
 
