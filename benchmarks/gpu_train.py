@@ -91,6 +91,10 @@ def hand_loop(data: PreparedDataset, args, seed: int) -> tuple[float, dict]:
 def engine_loop(data: PreparedDataset, args, seed: int) -> tuple[float, dict]:
     """The engine's own parts, as train_run composes them (without validation and checkpoints)."""
     run = engine.build(spec(args, seed), data)
+    # Gradient statistics off: the engine measures them at every step divisible by grad_stats_every, step 0
+    # included, and one measurement (a backward pass per exit) would cost more than the whole loop of a few steps
+    # here. Counting steps from 1 changes nothing else (run.step only numbers the logs and that cadence).
+    run.step = 1
     (phase,) = run.method.phases(run.epochs)
     params, optimizer, scheduler = engine.start_phase(run, phase)
     synchronize(run.device)
