@@ -85,8 +85,9 @@ class L2WDEN(Method):
         "target_p": "0.75 = target_p_index 15/20 of the authors' ImageNet command; their CIFAR value NOT FOUND",
         "meta_interval": "ours: 10 (authors: 100 on ImageNet with batch 4096, argparse default 1; CIFAR value NOT "
                          "FOUND); counted in global optimiser steps (the authors use the batch index in the epoch)",
-        "meta_lr": "1e-4 (authors' ImageNet command), times the engine's lr decay factor ctx.lr / (first step's lr) "
-                   "= the authors' cosine meta-lr schedule when the run is one cosine phase",
+        "meta_lr": "1e-4 (authors' ImageNet command), times the engine's lr decay factor ctx.lr / (highest lr so far) "
+                   "= the authors' cosine meta-lr schedule when the run is one cosine phase; during a warm-up "
+                   "(ours) the meta lr stays at meta_lr",
         "meta_weight_decay": "1e-4 (authors' ImageNet command), Adam's coupled L2 as torch.optim.Adam there",
         "hidden_size": "500, one hidden layer (authors' command); weight-net input: per-exit CE losses ('loss')",
         "training": "one meta step per engine step, half 1 pseudo-trained / half 2 meta-validated, then the network "
@@ -116,7 +117,7 @@ class L2WDEN(Method):
         self.proportions = target_proportions(self.params["target_p"], num_exits)
         self.meta_optimizer: torch.optim.Optimizer | None = None
         self.meta_optimizer_owner: nn.Module | None = None
-        self.first_lr: float | None = None
+        self.peak_lr: float | None = None
         self.last_meta_loss: float | None = None
         self.pending_meta_state: dict | None = None  # a checkpoint's meta-optimiser state, loaded on first use
 
@@ -162,9 +163,12 @@ class L2WDEN(Method):
     # ---- the meta step ----------------------------------------------------------------------------------
 
     def meta_lr(self, lr: float) -> float:
-        if self.first_lr is None and lr > 0:
-            self.first_lr = lr
-        return self.params["meta_lr"] * (lr / self.first_lr if self.first_lr else 1.0)
+        """meta_lr × the network's lr decay: lr / (the highest lr seen so far). Without warm-up that peak is the
+        first step's lr (the authors' cosine meta-lr); during a linear warm-up lr is its own peak, so the meta lr
+        stays meta_lr instead of growing with lr / (first step's tiny lr)."""
+        if lr > (self.peak_lr or 0.0):
+            self.peak_lr = lr
+        return self.params["meta_lr"] * (lr / self.peak_lr if self.peak_lr else 1.0)
 
     def optimizer_for(self, net: nn.Module) -> torch.optim.Optimizer:
         if self.meta_optimizer_owner is not net:

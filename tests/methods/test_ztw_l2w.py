@@ -261,3 +261,33 @@ def test_l2w_meta_gradient_matches_finite_differences():
                            for e in torch.eye(3, dtype=torch.float64)])
     assert grad.abs().max() > 1e-6
     assert torch.allclose(grad, numeric, rtol=1e-4, atol=1e-9)
+
+
+def test_l2w_meta_lr_follows_the_decay_and_ignores_a_warm_up():
+    """The authors' meta lr is meta_lr × the network's cosine decay. Measured against the first step's lr, a linear
+    warm-up (first lr = peak / W) multiplied it by up to W; measured against the highest lr so far it stays meta_lr
+    through the warm-up and then decays with the network's lr."""
+    from bench.train import recipe
+
+    def lrs(warmup_epochs):  # the engine's own schedule: 4 epochs of 5 steps, lr 0.1, cosine after the warm-up
+        settings = {"lr": 0.1, "weight_decay": 0.0, "epochs": 4, "optimizer": {"name": "sgd"},
+                    "schedule": {"name": "cosine", "warmup_epochs": warmup_epochs}}
+        optimizer, scheduler = recipe.build([torch.nn.Parameter(torch.zeros(1))], settings, 20, 5)
+        out = []
+        for _ in range(20):
+            out.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    base = 1e-4
+    plain = lrs(0)  # no warm-up: exactly the authors' rule, meta_lr × lr_t / lr_0
+    _, method, _ = l2w_setup({"meta_lr": base})
+    assert [method.meta_lr(lr) for lr in plain] == pytest.approx([base * lr / plain[0] for lr in plain], rel=1e-12)
+    warm = lrs(1)  # 5 warm-up steps from 0.02 to 0.1, then the cosine decay
+    assert warm[0] == pytest.approx(0.02) and max(warm) == pytest.approx(0.1)
+    _, method, _ = l2w_setup({"meta_lr": base})
+    got = [method.meta_lr(lr) for lr in warm]
+    peak = [max(warm[:t + 1]) for t in range(len(warm))]
+    assert got == pytest.approx([base * lr / p for lr, p in zip(warm, peak)], rel=1e-12)
+    assert max(got) == pytest.approx(base) and got[:5] == pytest.approx([base] * 5)
