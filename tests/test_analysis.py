@@ -11,7 +11,7 @@ from scipy import stats
 
 from bench.analyse import figures
 from bench.analyse.aggregate import interval_rows, significance
-from bench.analyse.report import discussion, measured, write_report
+from bench.analyse.report import discussion, measured, values, write_report
 from bench.analyse.stats import calibration_bins, holm, paired_test, t_interval
 from tests.conftest import ROOT
 
@@ -22,6 +22,12 @@ def test_t_interval_matches_hand_computation():
     half = 4.302652729911275 * np.std(values, ddof=1) / math.sqrt(3)  # t_{0.975, 2}
     assert mean == pytest.approx(0.91) and high - low == pytest.approx(2 * half)
     assert math.isnan(t_interval([0.9])[1])
+
+
+def test_the_report_names_every_environment_its_runs_recorded_not_the_first_runs():
+    runs = pd.DataFrame({"git_commit": ["b", "a", "b", "b"], "device": ["cpu"] * 4, "threads": [2, 2, 2, 2]})
+    assert values(runs, "device") == "cpu" and values(runs, "threads") == "2"
+    assert values(runs, "git_commit") == "a (1 run) / b (3 runs)"  # a study resumed at another commit says so
 
 
 def test_holm_matches_the_step_down_definition():

@@ -55,6 +55,15 @@ def headline(dataset: str, model: str, exits: pd.DataFrame, budgets: pd.DataFram
     return pd.DataFrame(rows)
 
 
+def values(runs: pd.DataFrame, column: str) -> str:
+    """The environment the runs recorded in `column`: its one value, or each value with its number of runs (a study
+    resumed at another commit, or trained on several devices, says so instead of showing its first run's)."""
+    counts = runs[column].astype(str).value_counts(sort=False)
+    if len(counts) == 1:
+        return counts.index[0]
+    return " / ".join(f"{value} ({n} run{'s' if n != 1 else ''})" for value, n in sorted(counts.items()))
+
+
 def compute_section(runs: pd.DataFrame) -> list[str]:
     """One table of compute: a row per method, its runs and mean training time per run on each dataset × model."""
     runs = runs.assign(train_seconds=runs["seconds_per_epoch"] * runs["epochs"],
@@ -248,7 +257,8 @@ def write_report(results: Path, figures: Path, params: dict) -> Path:
                   f"- cumulative cost per exit ({per_exit['flops_unit'].iloc[0]}; counter {per_exit['counter'].iloc[0]}): "
                   + ", ".join(f"exit {k}: {r.cumulative_flops:,} FLOPs = {r.cumulative_macs:,} MACs" for k, r in flops.iterrows()),
                   f"- mean time per epoch: {group['seconds_per_epoch'].mean():.1f} s "
-                  f"(torch {first['torch']}, {first['threads']} threads, {first['device']}, commit {first['git_commit']})", ""]
+                  f"(torch {values(group, 'torch')}, {values(group, 'threads')} threads, {values(group, 'device')}, "
+                  f"commit {values(group, 'git_commit')})", ""]
     failed = read_table(results, "failed_runs", params) if (results / "failed_runs.csv").is_file() else pd.DataFrame()
     if len(failed):
         lines += ["## Failed runs (excluded from every table)", "", markdown(failed), ""]
