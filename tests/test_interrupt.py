@@ -29,8 +29,12 @@ LONGER = {"prepare": {"tiny": {"n_train": 2048}}, "train": {"tiny": {"epochs": 4
 
 
 def cli(folder: Path, *argv: str) -> subprocess.Popen:
+    """The CLI as a terminal starts it: SIGINT at its default disposition. A test suite started in the background
+    by a non-interactive shell (`make test &`, nohup) inherits SIGINT *ignored*, and Python then keeps ignoring it,
+    so Ctrl-C would be tested against a process that cannot receive it."""
     return subprocess.Popen([sys.executable, "-m", "bench.cli", *argv], cwd=folder, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def group_gone(pgid: int) -> bool:
