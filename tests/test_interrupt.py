@@ -82,3 +82,61 @@ def test_ctrl_c_stops_the_runs_leaves_no_marker_and_a_rerun_completes(tmp_path, 
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, out
     assert {r.state for r in plan_grid(params, folder)} == {"done"} and not list(folder.rglob(MARKER))
+
+
+def ctrl_c_inside_a_class_body(*args, **kwargs):
+    """What a run meets when Ctrl-C lands while torch lazily imports a module at its first step (seen in a
+    fresh-clone CI run): the KeyboardInterrupt is raised in a descriptor's __set_name__, and Python 3.11 wraps it
+    in RuntimeError("Error calling __set_name__ ...") with the interrupt as its cause (3.12 no longer wraps it)."""
+    class Field:
+        def __set_name__(self, owner, name):
+            raise KeyboardInterrupt
+
+    type("CompilationCallbackHandler", (), {"start_callbacks": Field()})
+
+
+class Quiet:
+    def start(self, run, text):
+        pass
+
+    def finish(self, run, text, ok):
+        pass
+
+
+@pytest.mark.parametrize("executor", ["local", "processes"])
+def test_ctrl_c_that_python_wrapped_in_another_exception_stops_the_grid_not_fails_the_run(tmp_path, monkeypatch,
+                                                                                          executor):
+    import types
+
+    import bench.execute.unit as unit
+    from bench.execute import EXECUTORS
+    from bench.execute.processes import work
+
+    monkeypatch.setattr(unit, "execute", ctrl_c_inside_a_class_body)
+    with pytest.raises(KeyboardInterrupt):
+        if executor == "local":
+            run = types.SimpleNamespace(dataset="tiny", model="tiny_cnn", method="joint", seed=0, state="missing",
+                                        reason="")
+            EXECUTORS.get("local")({}).run({}, [run], tmp_path, Quiet(), False)
+        else:  # a worker's own function, called in this process: the interrupt goes back instead of "failed"
+            previous = signal.getsignal(signal.SIGINT)
+            try:
+                work({}, "tiny", "tiny_cnn", "joint", 0, str(tmp_path), str(tmp_path / "log.txt"))
+            finally:
+                signal.signal(signal.SIGINT, previous)
+
+
+def test_interrupted_by_follows_the_cause_and_the_context():
+    from bench.execute.local import interrupted_by
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ValueError("during handling")  # __context__
+    except ValueError as exc:
+        assert interrupted_by(exc)
+    assert interrupted_by(RuntimeError("wrapped").with_traceback(None)) is False
+    wrapped = RuntimeError("Error calling __set_name__")
+    wrapped.__cause__ = KeyboardInterrupt()
+    assert interrupted_by(wrapped) and not interrupted_by(None)

@@ -15,6 +15,20 @@ def key(run) -> tuple[str, str, str, int]:
     return run.dataset, run.model, run.method, run.seed
 
 
+def interrupted_by(exc: BaseException | None) -> bool:
+    """Whether Ctrl-C caused `exc`: Python wraps a KeyboardInterrupt raised inside some of its own machinery in
+    another exception with the interrupt as its cause (seen: a RuntimeError "Error calling __set_name__ ..." when
+    Ctrl-C landed in a class body of a module torch imports lazily at a run's first step). Such a run was
+    interrupted, not failed."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def failure(exc: Exception) -> str:
     """A run's crash in one line: an OSError names the file and the fix (a full disk, a read-only folder)."""
     if isinstance(exc, OSError):
@@ -53,6 +67,8 @@ class Local:
             try:
                 result = outcome(run, execute(params, *key(run), root, progress=verbose))
             except Exception as exc:  # noqa: BLE001 - one run's error must not stop the others
+                if interrupted_by(exc):
+                    raise KeyboardInterrupt from exc
                 result = Outcome(key(run), False, failure(exc))
             progress.finish(run, label(run) + ("" if result.ok else f": {result.reason}"), result.ok)
             outcomes.append(result)

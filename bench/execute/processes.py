@@ -11,7 +11,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from bench.execute import EXECUTORS, Outcome
-from bench.execute.local import failure, key, label, outcome
+from bench.execute.local import failure, interrupted_by, key, label, outcome
 
 LOGS = Path(".eebench") / "logs"
 
@@ -48,6 +48,8 @@ def work(params: dict, dataset: str, model: str, method: str, seed: int, root: s
             metrics = execute(params, dataset, model, method, seed, Path(root), progress=False, executor="processes")
             return {"status": metrics.get("status"), "reason": metrics.get("reason", "")}
         except Exception as exc:  # noqa: BLE001 - reported as the run's failure, with its log
+            if interrupted_by(exc):
+                raise KeyboardInterrupt from exc
             import traceback
 
             traceback.print_exc()
