@@ -3,10 +3,13 @@ grid, each in a fresh folder, interleaved over repeats), and the SLURM + submiti
 the job's function starts; the job's function returns -> eebench sees the result). Needs a cluster for the
 second part (`make cluster`); without one it says so.
 
-    python benchmarks/executors.py [--methods joint,branchynet,sdn,hard_cgt] [--epochs 3] [--repeats 1]
+    python benchmarks/executors.py [--grid smoke|ci] [--methods joint,branchynet,sdn,hard_cgt] [--epochs 3]
+                                   [--repeats 1] [--slurm-runs 2]
 
-The default grid is the smoke profile's recipe (tiny dataset, 3 epochs) on 4 methods instead of all of them:
-the full smoke grid takes ~10 minutes per executor on 2 shared cores."""
+`--grid smoke` (default): the smoke profile's recipe (tiny dataset, 3 epochs) on 4 methods instead of all of them
+(the full smoke grid takes ~10 minutes per executor on 2 shared cores). `--grid ci`: the ci profile's grid as
+`make regress` trains it (Fashion-MNIST subset and Indian Pines, its methods, seeds and epochs; `--methods` and
+`--epochs` are ignored), its datasets prepared once and copied into each folder (preparing is not timed)."""
 
 from __future__ import annotations
 
@@ -33,24 +36,38 @@ from bench.plan import plan_grid  # noqa: E402
 from bench.study import merge  # noqa: E402
 
 
-def params_for(methods: list[str], epochs: int, threads: int) -> dict:
+def params_for(methods: list[str], epochs: int, threads: int, grid: str = "smoke") -> dict:
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    smoke = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
-    over = {"grid": {"methods": methods, "datasets": ["tiny"], "seeds": [0], "extra_seed_methods": []},
-            "train": {"tiny": {"epochs": epochs}, "common": {"threads": threads}},
-            "analyse": {"reference": methods[0]}}
+    profile = yaml.safe_load((ROOT / "profiles" / f"{grid}.yaml").read_text())
+    if grid == "smoke":
+        over = {"grid": {"methods": methods, "datasets": ["tiny"], "seeds": [0], "extra_seed_methods": []},
+                "train": {"tiny": {"epochs": epochs}, "common": {"threads": threads}},
+                "analyse": {"reference": methods[0]}}
+    else:  # the profile's own grid and recipes
+        over = {"train": {"common": {"threads": threads}}}
     cwd = os.getcwd()
     os.chdir(ROOT)  # params.yaml names files relative to the project
     try:
-        return validate(merge(merge(base, smoke), over))
+        return validate(merge(merge(base, profile), over))
     finally:
         os.chdir(cwd)
 
 
-def timed(params: dict, folder: Path, name: str, **settings) -> tuple[float, list]:
+PREPARED: dict[str, Path] = {}  # dataset -> a folder it was prepared into once (copied into each timed folder)
+
+
+def prepare(params: dict, folder: Path, cache: Path) -> None:
     from bench.data import prepare_dataset
 
-    prepare_dataset("tiny", params["prepare"]["tiny"], folder / "datasets")
+    for dataset in params["grid"]["datasets"]:
+        if dataset not in PREPARED:
+            prepare_dataset(dataset, params["prepare"][dataset], cache / "datasets")
+            PREPARED[dataset] = cache / "datasets" / dataset
+        shutil.copytree(PREPARED[dataset], folder / "datasets" / dataset)
+
+
+def timed(params: dict, folder: Path, name: str, cache: Path | None = None, **settings) -> tuple[float, list]:
+    prepare(params, folder, cache or folder.parent / "prepared")
     chosen = {**executor_settings(params, name), **settings}
     runs = plan_grid(with_threads(params, chosen), folder)
     lines: list[tuple[float, str]] = []
@@ -64,24 +81,29 @@ def timed(params: dict, folder: Path, name: str, **settings) -> tuple[float, lis
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--grid", default="smoke", choices=["smoke", "ci"])
     ap.add_argument("--methods", default="joint,branchynet,sdn,hard_cgt")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--slurm-runs", type=int, default=2)
     args = ap.parse_args()
     methods = args.methods.split(",")
+    grid = params_for(methods, args.epochs, 2, args.grid)["grid"]
+    shape = (f"tiny x {len(methods)} methods ({', '.join(methods)}) x 1 seed, {args.epochs} epochs"
+             if args.grid == "smoke" else
+             f"the ci profile: {' + '.join(grid['datasets'])} x {len(grid['methods'])} methods "
+             f"({', '.join(grid['methods'])}) x {len(grid['seeds'])} seeds, its epochs")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, load average "
-          f"{os.getloadavg()[0]:.2f} at start; grid: tiny x {len(methods)} methods ({', '.join(methods)}) x 1 seed, "
-          f"{args.epochs} epochs, {args.repeats} repeat(s)")
+          f"{os.getloadavg()[0]:.2f} at start; grid: {shape}, {args.repeats} repeat(s)")
     walls = {"local, 2 threads": [], "processes, 2 workers x 1 thread": []}
     with tempfile.TemporaryDirectory(prefix="eebench-exec-") as tmp:
         for repeat in range(args.repeats):
             for label in (list(walls) if repeat % 2 == 0 else list(walls)[::-1]):
                 folder = Path(tmp) / f"{repeat}-{label.split(',')[0]}"
                 if label.startswith("local"):
-                    wall = timed(params_for(methods, args.epochs, 2), folder, "local")[0]
+                    wall = timed(params_for(methods, args.epochs, 2, args.grid), folder, "local")[0]
                 else:
-                    wall = timed(params_for(methods, args.epochs, 2), folder, "processes", workers=2,
+                    wall = timed(params_for(methods, args.epochs, 2, args.grid), folder, "processes", workers=2,
                                  threads_per_worker=1)[0]
                 walls[label].append(wall)
                 shutil.rmtree(folder)
