@@ -47,7 +47,7 @@ def main() -> None:
           f"{'images/s':>9s} {'45k-image epoch at this rate':>29s}")
     for run in runs:
         rate = run["train_size"] / run["seconds_per_epoch"]
-        print(f"{run['dataset']:9s} {run.get('model', '?'):14s} {run['method']:7s} {run['device']:6s} "
+        print(f"{run['dataset']:9s} {run['model']:14s} {run['method']:7s} {run['device']:6s} "
               f"{run['threads']:>7} {run['train_size']:>6} {run['seconds_per_epoch']:8.2f} {rate:9.1f} "
               f"{FULL_TRAIN / rate / 60:25.1f} min")
 

@@ -53,21 +53,19 @@ def params_for(methods: list[str], epochs: int, threads: int, grid: str = "smoke
         os.chdir(cwd)
 
 
-PREPARED: dict[str, Path] = {}  # dataset -> a folder it was prepared into once (copied into each timed folder)
-
-
-def prepare(params: dict, folder: Path, cache: Path) -> None:
+def prepare(params: dict, folder: Path) -> None:
+    """The grid's datasets in `folder`, each prepared once beside it (in `prepared/`) and copied in."""
     from bench.data import prepare_dataset
 
+    cache = folder.parent / "prepared" / "datasets"
     for dataset in params["grid"]["datasets"]:
-        if dataset not in PREPARED:
-            prepare_dataset(dataset, params["prepare"][dataset], cache / "datasets")
-            PREPARED[dataset] = cache / "datasets" / dataset
-        shutil.copytree(PREPARED[dataset], folder / "datasets" / dataset)
+        if not (cache / dataset).is_dir():
+            prepare_dataset(dataset, params["prepare"][dataset], cache)
+        shutil.copytree(cache / dataset, folder / "datasets" / dataset)
 
 
-def timed(params: dict, folder: Path, name: str, cache: Path | None = None, **settings) -> tuple[float, list]:
-    prepare(params, folder, cache or folder.parent / "prepared")
+def timed(params: dict, folder: Path, name: str, **settings) -> tuple[float, list]:
+    prepare(params, folder)
     chosen = {**executor_settings(params, name), **settings}
     runs = plan_grid(with_threads(params, chosen), folder)
     lines: list[tuple[float, str]] = []
