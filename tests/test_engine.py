@@ -187,6 +187,28 @@ def test_warn_records_which_ops_warned_and_keeps_them_through_a_resume(tmp_path,
     assert metrics["environment"]["nondeterministic_ops"] == ["put_"]
 
 
+def test_an_op_named_in_several_words_is_recorded_whole():
+    """torch's alert is "<caller> does not have a deterministic implementation, but you set ..."; for histc on a GPU
+    the caller is several words (this message as an H100 with torch 2.11 raised it). The last word, "input", named
+    the op before."""
+    import warnings
+
+    from bench.train.engine import NondeterministicOps, strict_failure
+
+    alert = ("_histc_cuda with floating point input does not have a deterministic implementation, but you set "
+             "'torch.use_deterministic_algorithms(True)'. You can turn off determinism just for this operation, or "
+             "you can use the 'warn_only=True' option, if that's acceptable for your application.")
+    assert str(strict_failure(RuntimeError(alert))).startswith("_histc_cuda with floating point input has no "
+                                                                "deterministic kernel")
+    assert strict_failure(RuntimeError("CUDA error: out of memory")) is None
+    ops: set[str] = set()
+    with NondeterministicOps() as watch:
+        warnings.warn(alert)
+        warnings.warn("put_ does not have a deterministic implementation, but you set 'torch.use_deterministic_a")
+        watch.drain(ops)
+    assert ops == {"_histc_cuda with floating point input", "put_"}
+
+
 def test_off_turns_deterministic_algorithms_off_and_strict_back_on():
     from bench.train.engine import set_determinism
 

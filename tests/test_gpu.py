@@ -1,17 +1,23 @@
 """The engine on a CUDA device (docs/gpu.md): a tiny run twice is bit-identical under determinism strict, the
-prepared data and the augmented batches live on the device, the shipped methods run under strict, bf16 autocast is
-recorded. They run where torch.cuda.is_available() and are skipped, with the reason, everywhere else. First run on
-a GPU on 2026-11-24 (H100, torch 2.11.0+cu130): see docs/gpu.md for what it found."""
+prepared data and the augmented batches live on the device, the shipped methods run under strict, warn records an
+op without a deterministic kernel by its whole name and strict stops on it, bf16 autocast is recorded. They run
+where torch.cuda.is_available() and are skipped, with the reason, everywhere else. First run on a GPU on
+2026-11-24 (H100, torch 2.11.0+cu130): see docs/gpu.md for what it found."""
 
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 import pytest
 import torch
 
 from bench.data.base import load_prepared, prepare_dataset
+from bench.errors import BenchError
 from bench.train.augment import AUGMENTATIONS
 from bench.train.engine import CUBLAS_CONFIGS, RunSpec, build, train_run
+from bench.train.method import METHODS, register_method
+from methods.joint import Joint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device: torch.cuda.is_available() is False on this machine")
@@ -76,6 +82,37 @@ def test_augmentation_runs_on_the_device_with_the_cpu_generator_draws(name):
     on_cpu = AUGMENTATIONS.get(name)(x, torch.Generator().manual_seed(1))
     on_cuda = AUGMENTATIONS.get(name)(x.cuda(), torch.Generator().manual_seed(1))
     assert on_cuda.device.type == "cuda" and torch.equal(on_cuda.cpu(), on_cpu)
+
+
+class HistcJoint(Joint):
+    """Joint training plus a `torch.histc` of exit 0's logits at every step: an op PyTorch documents as having no
+    deterministic CUDA kernel (still so on torch 2.11, where the shipped models and methods need none: docs/gpu.md),
+    so the test brings its own. Its alert names the op in several words, which the recorded name keeps whole."""
+
+    def exit_losses(self, logits, targets, ctx):
+        torch.histc(logits[0].detach().float(), bins=4)
+        return super().exit_losses(logits, targets, ctx)
+
+
+@pytest.fixture
+def histc_method():
+    name = "gpu_test_histc"
+    register_method(name)(HistcJoint)
+    yield name
+    METHODS._entries.pop(name)  # test-only: not left in the registry for the tests that list every method
+
+
+def test_warn_records_the_ops_without_a_deterministic_kernel_and_strict_stops_on_them(root, real_params, tmp_path,
+                                                                                    histc_method):
+    metrics = train(root, tmp_path / "warn", real_params, histc_method, determinism="warn")
+    ops = metrics["environment"]["nondeterministic_ops"]
+    assert metrics["environment"]["determinism"] == "warn" and ops == ["_histc_cuda with floating point input"], ops
+    recorded = json.loads((tmp_path / "warn" / "metrics.json").read_text())["environment"]["nondeterministic_ops"]
+    assert recorded == ops
+    with pytest.raises(BenchError) as error:
+        train(root, tmp_path / "strict", real_params, histc_method, determinism="strict")
+    assert "histc" in str(error.value) and "train.common.determinism" in str(error.value)
+    assert "\n" not in str(error.value) and not (tmp_path / "strict" / "metrics.json").exists()
 
 
 @pytest.mark.parametrize("method, params", [("jei_dnn", {"bilevel_batch_count": 1}), ("joint", {})])

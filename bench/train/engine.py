@@ -28,7 +28,9 @@ from bench.train.method import Method, Phase, StepContext, all_parameters, get_m
 
 CUBLAS_CONFIGS = (":4096:8", ":16:8")  # the workspace settings under which cuBLAS is deterministic
 # torch's message for an op without a deterministic kernel (an error under strict, a warning under warn)
-NONDETERMINISTIC = re.compile(r"(\S+) does not have a deterministic implementation")
+# torch's alert: "<caller> does not have a deterministic implementation, but you set ...", where the caller may be
+# several words ("_histc_cuda with floating point input"): the whole caller names the op.
+NONDETERMINISTIC = re.compile(r"(\S[^\n]*?) does not have a deterministic implementation")
 
 
 @dataclass(frozen=True)
