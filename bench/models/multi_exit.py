@@ -74,6 +74,18 @@ class MultiExitNet(nn.Module):
         return list(self.blocks.parameters())
 
 
+def he_bn_init(model: nn.Module) -> nn.Module:
+    """The ResNet papers' initialisation, as both authors' ResNets do it: He normal (fan_out, ReLU) for every
+    convolution, BatchNorm scale 1 and shift 0; linear layers keep PyTorch's default. Returns `model`."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    return model
+
+
 def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False), nn.BatchNorm2d(c_out),
             nn.ReLU(inplace=True)]

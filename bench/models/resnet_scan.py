@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.models.multi_exit import MultiExitNet, register_model
+from bench.models.multi_exit import MultiExitNet, he_bn_init, register_model
 
 
 def sep_conv(c_in: int, c_out: int) -> nn.Sequential:
@@ -88,11 +88,4 @@ def resnet18_scan(in_channels: int, num_classes: int, width: int = 64) -> MultiE
               stage(w, 2 * w, 2, 2), stage(2 * w, 4 * w, 2, 2), stage(4 * w, 8 * w, 2, 2)]
     heads = [AttentionExit(w * 2 ** k, 3 - k, num_classes) for k in range(3)]
     heads.append(nn.Sequential(nn.AvgPool2d(4, 4), nn.Flatten(), nn.Linear(8 * w, num_classes)))
-    model = MultiExitNet(blocks, heads)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.constant_(m.weight, 1)
-            nn.init.constant_(m.bias, 0)
-    return model
+    return he_bn_init(MultiExitNet(blocks, heads))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.models.multi_exit import MultiExitNet, register_model
+from bench.models.multi_exit import MultiExitNet, he_bn_init, register_model
 
 SDN_IC_AFTER = (4, 8, 12, 16, 20, 24)  # their add_ic for resnet56, as 1-based unit numbers of 27
 
@@ -95,11 +95,4 @@ def resnet56_sdn(in_channels: int, num_classes: int, width: int = 16,
             heads.append(InternalClassifier(*sizes[end - 1], num_classes))
         blocks.append(nn.Sequential(*layers))
         start = end
-    model = MultiExitNet(blocks, heads)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.constant_(m.weight, 1)
-            nn.init.constant_(m.bias, 0)
-    return model
+    return he_bn_init(MultiExitNet(blocks, heads))
