@@ -1,6 +1,7 @@
 """The training engine: outputs per run, determinism across processes, recorded environment."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -127,6 +128,60 @@ def test_the_engine_parts_compose_to_train_run(tmp_path, real_params):
     drop = ("time", "environment")
     assert {k: v for k, v in parts.items() if k not in drop} == {k: v for k, v in metrics.items() if k not in drop}
     assert pd.read_csv(folder / "steps.csv").equals(pd.read_csv(tmp_path / "composed" / "steps.csv"))
+
+
+def parts_run(tmp_path, real_params, scale_at=None):
+    """A 2-epoch joint run through the engine's parts, its exit losses read with .item() at every step as a
+    per-step loop would (the reference), and scaled by `scale_at = (step, factor)` at that step."""
+    from bench.data.base import load_prepared, prepare_dataset
+    from bench.train import engine
+
+    if not (tmp_path / "data" / "tiny").exists():
+        prepare_dataset("tiny", ENGINE_DATA, tmp_path / "data")
+    spec = engine.RunSpec("tiny", "joint", 0, {}, {**real_params["train"]["common"], "threads": 1},
+                          {**ENGINE_SETTINGS, "batch_size": 16})
+    run = engine.build(spec, load_prepared("tiny", tmp_path / "data"))
+    seen, exit_losses = [], run.method.exit_losses
+
+    def read_each_step(logits, y, ctx):
+        losses = exit_losses(logits, y, ctx)
+        if scale_at is not None and ctx.step == scale_at[0]:
+            losses = losses * scale_at[1]
+        seen.append((ctx.step, losses.sum().item(), losses.tolist(), ctx.lr))
+        return losses
+
+    run.method.exit_losses = read_each_step
+    (phase,) = run.method.phases(run.epochs)
+    params, optimizer, scheduler = engine.start_phase(run, phase)
+    for epoch in range(run.epochs):
+        ctx = engine.train_epoch(run, phase, epoch, epoch, params, optimizer, scheduler)
+        engine.end_epoch(run, phase, epoch, ctx, epoch_start=0.0)
+    return run, seen
+
+
+def test_the_step_log_read_once_per_epoch_holds_each_steps_own_values(tmp_path, real_params):
+    """The engine reads its step log from the device once per epoch (no host sync per step): the values are
+    exactly those .item() gave at each step, in order, with the learning rate after the step."""
+    run, seen = parts_run(tmp_path, real_params)
+    assert len(run.step_log) == len(seen) == 2 * run.steps_per_epoch == 8
+    for row, (step, loss, losses, _) in zip(run.step_log, seen):
+        assert (row["step"], row["loss"]) == (step, loss)  # exact: no rounding on the way
+        assert [row[f"loss_exit{k}"] for k in range(len(losses))] == losses
+        assert math.isfinite(row["grad_norm"]) and row["grad_norm"] > 0
+    assert [row["lr"] for row in run.step_log[:-1]] == [lr for *_, lr in seen[1:]]  # the next step's lr
+
+
+@pytest.mark.parametrize("factor, message", [(float("nan"), "training diverged: loss is nan at epoch 2 step 5"),
+                                             (1e12, "gradients exploded: norm")])
+def test_a_bad_step_is_caught_at_that_step_within_its_epoch(tmp_path, real_params, factor, message):
+    """Divergence is checked once per epoch, yet the error names the first bad step, the steps before it are
+    logged, and the epoch ends there (nothing after it is validated or checkpointed)."""
+    from bench.train.engine import Diverged
+
+    with pytest.raises(Diverged, match=message) as caught:
+        parts_run(tmp_path, real_params, scale_at=(5, factor))
+    reason, epoch, step = caught.value.args
+    assert reason.endswith("at epoch 2 step 5; lower train.tiny.lr") and (epoch, step) == (1, 5)
 
 
 def test_the_run_record_names_the_model_and_the_environment_the_modes(tmp_path, real_params):

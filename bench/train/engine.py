@@ -315,7 +315,7 @@ def train_epoch(run: Run, phase: Phase, epoch: int, phase_epoch: int, params: li
     order = torch.randperm(len(train), generator=run.gen)
     bar = tqdm(range(run.steps_per_epoch), desc=f"{run.label()} {phase.name} epoch {epoch + 1}/{run.epochs}",
                disable=None if progress else True, leave=False, unit="step")  # disable=None: a bar on a terminal
-    ctx = None
+    ctx, pending, steps = None, [], []
     for b in bar:
         idx = order[b * batch_size:(b + 1) * batch_size]
         x = run.augment(train.batch(idx), run.gen).to(run.device, memory_format=run.memory_format)
@@ -327,28 +327,44 @@ def train_epoch(run: Run, phase: Phase, epoch: int, phase_epoch: int, params: li
             logits = method.forward(model, extra, x)
             losses = method.exit_losses(logits, y, ctx)
             loss = losses.sum()
-        if not torch.isfinite(loss):
-            raise Diverged(f"training diverged: loss is {loss.item()} at epoch {epoch + 1} step {run.step}; lower "
-                           f"train.{spec.dataset}.lr", epoch, run.step)
         if run.step % common["grad_stats_every"] == 0:
             for row in per_exit_gradient_stats(model, logits, losses):
                 run.grad_log.append({"step": run.step, "epoch": epoch + 1, "phase": phase.name, **row})
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-        if not torch.isfinite(grad_norm) or grad_norm > common["max_grad_norm"]:
-            raise Diverged(f"gradients exploded: norm {grad_norm.item():.3g} > train.common.max_grad_norm = "
-                           f"{common['max_grad_norm']:g} at epoch {epoch + 1} step {run.step}; lower "
-                           f"train.{spec.dataset}.lr", epoch, run.step)
+        # Kept on the device and read once per epoch (no host sync per step, which stalls a GPU). In float64,
+        # which holds every float16/bfloat16/float32 value exactly, so the log has the values .item() gave.
+        pending.append(torch.cat([loss.detach().double().reshape(1), grad_norm.double().reshape(1),
+                                  losses.detach().double()]))
         optimizer.step()
         scheduler.step()
-        run.step_log.append({"step": run.step, "epoch": epoch + 1, "phase": phase.name,
-                             "lr": scheduler.get_last_lr()[0], "loss": loss.item(), "grad_norm": grad_norm.item(),
-                             **{f"loss_exit{k}": v for k, v in enumerate(losses.tolist())}})
+        steps.append((run.step, scheduler.get_last_lr()[0]))
         run.step += 1
-        if b % 20 == 0:
+        if b % 20 == 0 and not bar.disable:
             bar.set_postfix(loss=f"{loss.item():.3f}")
+    log_steps(run, phase, epoch, pending, steps)
     return ctx
+
+
+def log_steps(run: Run, phase: Phase, epoch: int, pending: list, steps: list) -> None:
+    """Append an epoch's steps to the step log, or raise Diverged at its first step whose loss was not finite
+    or whose gradient norm was not finite or above train.common.max_grad_norm. Checked once per epoch, before
+    anything is checkpointed: a diverged epoch is never saved, and its run fails as it did when checked per
+    step (the weights it left behind are discarded with it)."""
+    if not pending:
+        return
+    values = torch.stack(pending).cpu().tolist()
+    limit, dataset = run.common["max_grad_norm"], run.spec.dataset
+    for (step, lr), (loss, grad_norm, *losses) in zip(steps, values):
+        if not math.isfinite(loss):
+            raise Diverged(f"training diverged: loss is {loss} at epoch {epoch + 1} step {step}; lower "
+                           f"train.{dataset}.lr", epoch, step)
+        if not math.isfinite(grad_norm) or grad_norm > limit:
+            raise Diverged(f"gradients exploded: norm {grad_norm:.3g} > train.common.max_grad_norm = "
+                           f"{limit:g} at epoch {epoch + 1} step {step}; lower train.{dataset}.lr", epoch, step)
+        run.step_log.append({"step": step, "epoch": epoch + 1, "phase": phase.name, "lr": lr, "loss": loss,
+                             "grad_norm": grad_norm, **{f"loss_exit{k}": v for k, v in enumerate(losses)}})
 
 
 def end_epoch(run: Run, phase: Phase, epoch: int, ctx: StepContext, epoch_start: float) -> None:
