@@ -30,7 +30,7 @@ def regenerate(path: str | Path) -> str:
             stage = "evaluate" if kind == "eval" else "tune"
             dataset, method, model, seed = rest[1], rest[2], rest[3], rest[4].removesuffix(".json").removeprefix("seed")
             return (f"rerun `eebench {stage} --dataset {dataset} --model {model} --method {method} --seed {seed}` "
-                    f"(or `dvc repro -f tune@{dataset}-{method}`)")
+                    f"(or `dvc repro -f runs@{dataset}-{method}`)")
         if len(rest) == 1:
             stage = "figures" if kind in FIGURES_OUTPUTS else "aggregate"
             return f"rerun `eebench {stage}` (or `dvc repro -f {stage}`)"

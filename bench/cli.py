@@ -140,7 +140,10 @@ def cmd_plan(args, params) -> None:
 
 
 def cmd_evaluate(args, params) -> None:
+    """Evaluate the runs of one (dataset, method); a run whose record is up to date (bench/derived.py) is skipped."""
+    from bench.derived import inputs_identity, stamp, up_to_date
     from bench.evaluate.thresholds import evaluate_run
+    from bench.identity import run_key
     from bench.io import write_json
     from bench.paths import eval_path, run_dir
 
@@ -149,9 +152,13 @@ def cmd_evaluate(args, params) -> None:
     clean_before_writing(*(eval_path(args.dataset, model, args.method, 0).parent for model in models), recursive=False)
     for model in models:
         for seed in seeds:
-            result = evaluate_run(run_dir(args.dataset, model, args.method, seed), evaluate["policies"],
-                                  evaluate["thresholds"], model=model)
-            write_json(eval_path(args.dataset, model, args.method, seed), result)
+            key = run_key(args.dataset, model, args.method, seed)
+            inputs = inputs_identity("evaluate", key, run_dir(**key), evaluate)
+            if up_to_date(eval_path(**key), inputs, []):
+                print(f"up to date: evaluate {args.method}/{args.dataset}/{model}/s{seed} (inputs {inputs[:12]})")
+                continue
+            result = evaluate_run(run_dir(**key), evaluate["policies"], evaluate["thresholds"], model=model)
+            write_json(eval_path(**key), {**result, "stamp": stamp(inputs, [])})
             print(f"evaluated {args.method} on {args.dataset} with {model} seed {seed}: "
                   + (f"{len(result['rows'])} threshold rows" if result["status"] == "ok"
                      else f"failed run ({result['reason']})"))
@@ -160,15 +167,23 @@ def cmd_evaluate(args, params) -> None:
 
 
 def cmd_tune(args, params) -> None:
+    """Tune the runs of one (dataset, method); a run whose thresholds are up to date (bench/derived.py) is skipped."""
+    from bench.derived import inputs_identity, stamp, up_to_date
+    from bench.identity import run_key
     from bench.paths import run_dir, study_dir, tune_dir
-    from bench.tune.run import tune_run
+    from bench.tune.run import tune_outputs, tune_run
 
     seeds, models = stage_seeds(args, params), stage_models(args, params)
     runs = [(model, seed) for model in models for seed in seeds]
     clean_before_writing(*(d(args.dataset, model, args.method, seed) for model, seed in runs for d in (tune_dir, study_dir)))
     for model, seed in runs:
         key = (args.dataset, model, args.method, seed)
-        result = tune_run(run_dir(*key), tune_dir(*key), params["tune"], seed, study_dir(*key), model=model)
+        inputs = inputs_identity("tune", run_key(*key), run_dir(*key), params["tune"])
+        if up_to_date(tune_dir(*key) / "tuning.json", inputs, tune_outputs(*key, params["tune"])):
+            print(f"up to date: tune {args.method}/{args.dataset}/{model}/s{seed} (inputs {inputs[:12]})")
+            continue
+        result = tune_run(run_dir(*key), tune_dir(*key), params["tune"], seed, study_dir(*key), model=model,
+                          stamp=lambda: stamp(inputs, tune_outputs(*key, params["tune"])))
         for row in result["budgets"]:
             where = f"{args.method}/{args.dataset}/{model}/s{seed} budget {row['budget']:.2f} {row['calibrator']:16s}"
             if row.get("feasible"):

@@ -94,7 +94,7 @@ def resolve(dep: str, dataset: str, method: str) -> str:
 
 
 def test_the_train_stage_depends_on_every_file_of_every_methods_closure():
-    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["runs"]
     assert "methods/" not in stage["cmd"]  # an entry-point method or a file named otherwise must run too
     for dataset in DATASETS.names():
         for method in METHODS.names():
@@ -102,11 +102,11 @@ def test_the_train_stage_depends_on_every_file_of_every_methods_closure():
             assert all((REPO / d).exists() for d in deps if not d.startswith("datasets/"))
             files = code_identity(method_module(method), dataset_module(dataset))["files"]
             uncovered = [f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)]
-            assert not uncovered, f"train@{dataset}-{method}: {uncovered} not in its deps"
+            assert not uncovered, f"runs@{dataset}-{method}: {uncovered} not in its deps"
 
 
 def test_an_uncovered_file_would_be_caught():  # the check above can fail: drop one folder and it does
-    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["runs"]
     deps = [d for d in stage["deps"] if d != "methods"]
     files = code_identity(method_module("hard_cgt"), dataset_module("tiny"))["files"]
     assert [f for f in files if not any(f == d or f.startswith(d + "/") for d in deps)] == [

@@ -1,5 +1,5 @@
 """The real DVC pipeline on the tiny grid: end to end, no-op when unchanged, and a change to one
-method's params reruns only that method's stages and the aggregate."""
+method's params reruns only that method's stage and the aggregate."""
 
 import json
 import re
@@ -20,8 +20,7 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
     folder = tmp_path / "study"
     build_study(ROOT, folder, tiny_params)
     first = dvc(folder, "repro").stdout
-    assert stages_run(first) == {"prepare@tiny", "train@tiny-joint", "train@tiny-branchynet", "tune@tiny-joint",
-                                 "tune@tiny-branchynet", "aggregate", "figures"}
+    assert stages_run(first) == {"prepare@tiny", "runs@tiny-joint", "runs@tiny-branchynet", "aggregate", "figures"}
     metrics = json.loads((folder / "results/metrics.json").read_text())
     assert set(metrics["tiny"]) == {"tiny_cnn"} and set(metrics["tiny"]["tiny_cnn"]) == {"joint", "branchynet"}
     assert 0.25 < metrics["tiny"]["tiny_cnn"]["joint"]["deepest_exit_test_accuracy"] <= 1.0
@@ -38,8 +37,7 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
     params = yaml.safe_load((folder / "params.yaml").read_text())
     params["methods"]["branchynet"]["label_smoothing"] = 0.1
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert stages_run(dvc(folder, "repro").stdout) == {"train@tiny-branchynet", "tune@tiny-branchynet",
-                                                       "aggregate", "figures"}
+    assert stages_run(dvc(folder, "repro").stdout) == {"runs@tiny-branchynet", "aggregate", "figures"}
     assert json.loads(dvc(folder, "status", "--json").stdout) == {}
     metrics_json = json.loads(dvc(folder, "metrics", "show", "--json").stdout)
     assert metrics_json  # declared to DVC
@@ -48,11 +46,15 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
     params["grid"].update(extra_seed_methods=["joint"], extra_seeds=[1])  # more seeds for one method only
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = dvc(folder, "repro").stdout
-    assert {"train@tiny-joint", "train@tiny-branchynet"} <= stages_run(output)  # the stages read grid.extra_*
+    assert {"runs@tiny-joint", "runs@tiny-branchynet"} <= stages_run(output)  # the stages read grid.extra_*
     # done runs are skipped by their identity, not even their checkpoints read (bench/plan.py)
     assert "up to date: branchynet/tiny/tiny_cnn/s0" in output and "up to date: joint/tiny/tiny_cnn/s0" in output
     assert "resuming" not in output and "branchynet/tiny/tiny_cnn/s0 epoch" not in output
     assert "joint/tiny/tiny_cnn/s1 epoch 1/" in output  # only the new seed trains
+    for step in ("evaluate", "tune"):  # and only its evaluation and tuning are computed (bench/derived.py)
+        assert f"up to date: {step} branchynet/tiny/tiny_cnn/s0" in output and f"up to date: {step} joint/tiny/tiny_cnn/s0" in output
+        assert f"up to date: {step} joint/tiny/tiny_cnn/s1" not in output
+    assert "evaluated joint on tiny with tiny_cnn seed 1" in output
     assert run_hashes(folder)["results/runs/tiny/branchynet"] == trained["results/runs/tiny/branchynet"]
     metrics = json.loads((folder / "results/metrics.json").read_text())
     assert metrics["tiny"]["tiny_cnn"]["joint"]["seeds"] == 2 and metrics["tiny"]["tiny_cnn"]["branchynet"]["seeds"] == 1
@@ -67,7 +69,7 @@ def test_pipeline_end_to_end_noop_and_incremental(tmp_path, tiny_params):
 def run_hashes(folder) -> dict[str, str]:
     """The content hash DVC recorded for each training stage's output (bit-identical runs hash equal)."""
     lock = yaml.safe_load((folder / "dvc.lock").read_text())["stages"]
-    return {out["path"]: out["md5"] for name, stage in lock.items() if name.startswith("train@")
+    return {out["path"]: out["md5"] for name, stage in lock.items() if name.startswith("runs@")
             for out in stage["outs"]}
 
 

@@ -15,12 +15,12 @@ def read_run_metrics(run_dir: Path) -> dict:
     """A finished run's metrics.json (status "ok", with logits.pt beside it) or its failure record."""
     path = run_dir / "metrics.json"
     if not path.is_file():
-        raise BenchError(f"{path} is missing (the training run did not finish); rerun its train stage with `dvc repro`")
+        raise BenchError(f"{path} is missing (the training run did not finish); train it again with `dvc repro` (its runs@<dataset>-<method> stage) or `eebench train`")
     metrics = read_json(path, regenerate(path))
     if not isinstance(metrics, dict):
         raise BenchError(f"{path} is not a run record (a JSON object); {regenerate(path)}")
     if metrics.get("status") != "failed" and not (run_dir / "logits.pt").is_file():
-        raise BenchError(f"{run_dir / 'logits.pt'} is missing; rerun the train stage of {run_dir} with `dvc repro`")
+        raise BenchError(f"{run_dir / 'logits.pt'} is missing; train {run_dir} again with `dvc repro` or `eebench train`")
     return metrics
 
 

@@ -4,6 +4,7 @@ the Pareto set, all fitted on validation logits and applied once to test."""
 from __future__ import annotations
 
 import time
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def choose(val: CachedSplit, test: CachedSplit, thresholds, **info) -> dict:
 def persist_studies(studies: list[optuna.Study], folder: Path, storage: str) -> Path:
     """Write every study (all trials) atomically, openable with `optuna-dashboard FILE`. Studies run in
     memory first: Optuna's SQLite storage costs ~65 ms per trial here (measured), the journal ~6 ms."""
-    path = folder / ("optuna.db" if storage == "sqlite" else "optuna.journal")
+    path = studies_path(folder, storage)
     with atomic_path(path) as tmp:
         if storage == "sqlite":
             target = f"sqlite:///{tmp}"
@@ -83,8 +84,23 @@ def dense_operating_points(val: CachedSplit, test: CachedSplit, run: dict, polic
     return frame
 
 
+def studies_path(folder: Path, storage: str) -> Path:
+    return folder / ("optuna.db" if storage == "sqlite" else "optuna.journal")
+
+
+def tune_outputs(dataset: str, model: str, method: str, seed: int, params: dict) -> list[Path]:
+    """The files `tune_run` writes for a run of the study layout besides tuning.json (written last)."""
+    from bench.paths import study_dir, tune_dir
+
+    folder = tune_dir(dataset, model, method, seed)
+    return [folder / "pareto.csv", folder / "operating_points.csv",
+            studies_path(study_dir(dataset, model, method, seed), params["storage"])]
+
+
 def tune_run(run_dir: Path, out_dir: Path, params: dict, seed: int, study_dir: Path | None = None,
-             model: str | None = None) -> dict:
+             model: str | None = None, stamp: Callable[[], dict] | None = None) -> dict:
+    """Tune one run's thresholds into `out_dir` (its Optuna studies into `study_dir`); tuning.json comes last,
+    with `stamp()` (bench/derived.py) computed once every other output is written."""
     study_dir = study_dir or out_dir
     failure = read_run_metrics(run_dir)
     if failure.get("status") == "failed":  # nothing to tune; the aggregate reports the run as failed
@@ -92,7 +108,7 @@ def tune_run(run_dir: Path, out_dir: Path, params: dict, seed: int, study_dir: P
             write_csv(out_dir / name, pd.DataFrame(columns=["dataset", "model", "method", "seed"]))
         persist_studies([], study_dir, params["storage"])
         result = {"status": "failed", "run": run_record(failure, model), "reason": failure["reason"], "budgets": []}
-        write_json(out_dir / "tuning.json", result)
+        write_json(out_dir / "tuning.json", {**result, **({"stamp": stamp()} if stamp else {})})
         return result
     val, test, metrics = load_splits(run_dir, params["policy"])
     policy_name = metrics["tuned_policy"]
@@ -157,5 +173,5 @@ def tune_run(run_dir: Path, out_dir: Path, params: dict, seed: int, study_dir: P
     result = {"status": "ok", "run": run, "policy": policy_name, "flops_unit": metrics["exit_costs"]["unit"],
               "exit_flops": metrics["exit_costs"]["flops"], "budgets": budgets, "risk_control": risk,
               "exact_sweep_seconds": exact_seconds, "curve_points": int(len(curve["threshold"]))}
-    write_json(out_dir / "tuning.json", result)
+    write_json(out_dir / "tuning.json", {**result, **({"stamp": stamp()} if stamp else {})})
     return result
