@@ -53,3 +53,19 @@ def write_params(folder: Path, params: dict) -> Path:
 def cli_env() -> dict:
     env = dict(os.environ, DVC_NO_ANALYTICS="1", DVC_DAEMON="0")
     return env
+
+
+def run_stages(folder: Path, params: dict, stages) -> Path:
+    """A study folder written by the real stages: params.yaml, then each `eebench` argv in order, run in-process
+    from `folder` (module-scoped fixtures build one such folder that each test then copies)."""
+    from bench.cli import main
+
+    write_params(folder, params)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        for argv in stages:
+            assert main(argv) == 0, argv
+    finally:
+        os.chdir(cwd)
+    return folder

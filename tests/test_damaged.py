@@ -21,7 +21,7 @@ import yaml
 
 from bench.cli import main
 from bench.study import dvc_env, merge
-from tests.conftest import ROOT, TINY, write_params
+from tests.conftest import ROOT, TINY, run_stages, write_params
 
 SMALL = {"prepare": {"tiny": {"n_train": 256}}, "train": {"tiny": {"epochs": 1}, "common": {"threads": 1}},
          "tune": {"trials": 5},  # one cheap figure: the figures stage reads every table all the same
@@ -37,16 +37,7 @@ STAGES = (["prepare", "--dataset", "tiny"],
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, real_params) -> Path:
     """A tiny study written by the real stages, in order (copied by each test before it damages anything)."""
-    folder = tmp_path_factory.mktemp("study")
-    write_params(folder, merge(merge(copy.deepcopy(real_params), TINY), SMALL))
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        for argv in STAGES:
-            assert main(argv) == 0, argv
-    finally:
-        os.chdir(cwd)
-    return folder
+    return run_stages(tmp_path_factory.mktemp("study"), merge(merge(copy.deepcopy(real_params), TINY), SMALL), STAGES)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ A DVC stage that reruns for another method's sake leaves an up-to-date run's out
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from bench.cli import main
 from bench.study import merge
-from tests.conftest import TINY, write_params
+from tests.conftest import TINY, run_stages, write_params
 
 SMALL = {"prepare": {"tiny": {"n_train": 128}}, "train": {"tiny": {"epochs": 1}, "common": {"threads": 1}},
          "tune": {"trials": 4}}
@@ -25,17 +24,9 @@ TUNE_CMD = ["tune", "--dataset", "tiny", "--method", "joint"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, real_params) -> Path:
-    folder = tmp_path_factory.mktemp("derived")
-    write_params(folder, merge(merge(copy.deepcopy(real_params), TINY), SMALL))
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        for argv in (["prepare", "--dataset", "tiny"], ["train", "--dataset", "tiny", "--method", "joint", "--quiet"],
-                     EVALUATE, TUNE_CMD):
-            assert main(argv) == 0, argv
-    finally:
-        os.chdir(cwd)
-    return folder
+    return run_stages(tmp_path_factory.mktemp("derived"), merge(merge(copy.deepcopy(real_params), TINY), SMALL),
+                      (["prepare", "--dataset", "tiny"], ["train", "--dataset", "tiny", "--method", "joint", "--quiet"],
+                       EVALUATE, TUNE_CMD))
 
 
 @pytest.fixture
